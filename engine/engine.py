@@ -1,0 +1,103 @@
+"""Engine facade: one loaded model, a continuous-batching scheduler thread, an async streaming API.
+
+The engine knows nothing of HTTP: the gateway's embedded backend and benchmarks call `generate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from engine.detok import IncrementalDetokenizer, StopStringFilter
+from engine.loader import DEFAULT_MAX_CONTEXT, LoadedModel, load_model
+from engine.runner import ModelRunner
+from engine.sampling import make_generator
+from engine.scheduler import Scheduler
+from engine.sequence import Sequence
+from engine.types import Delta, InvalidRequest, SamplingParams
+
+
+class Engine:
+    def __init__(self, loaded: LoadedModel, *, max_batch_size: int = 8, max_waiting: int = 64,
+                 prefill_threads: int | None = None, decode_threads: int | None = None):
+        self.loaded = loaded
+        self.model_id = loaded.model_id
+        self.context_length = loaded.context_length
+        self.tokenizer = loaded.tokenizer
+        self.scheduler = Scheduler(
+            ModelRunner(loaded), max_batch_size=max_batch_size, max_waiting=max_waiting,
+            prefill_threads=prefill_threads, decode_threads=decode_threads,
+        )
+
+    @classmethod
+    def load(cls, name_or_path: str, *, max_batch_size: int = 8, max_waiting: int = 64,
+             device: str | None = None, max_context: int = DEFAULT_MAX_CONTEXT, progress: bool = True,
+             **scheduler_options: Any) -> Engine:
+        """Blocking: resolve (pulling a built-in model if needed) and load; start the scheduler thread."""
+        from engine.store import resolve
+
+        location = resolve(name_or_path, progress=progress)
+        loaded = load_model(name_or_path, location, device=device, max_context=max_context)
+        return cls(loaded, max_batch_size=max_batch_size, max_waiting=max_waiting, **scheduler_options)
+
+    def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+        """Apply the tokenizer's chat template (with the generation prompt)."""
+        if not messages:
+            raise InvalidRequest("messages must contain at least one message", "messages")
+        try:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # templates raise on roles/orders they do not support
+            raise InvalidRequest(f"messages rejected by the chat template: {exc}", "messages") from exc
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams, *,
+                       speculative: bool = True) -> AsyncIterator[Delta]:
+        """Stream Deltas. Raises EngineOverloaded or InvalidRequest before the first delta.
+        Closing or cancelling the iterator frees the sequence's batch slot at the next step."""
+        params.validate()
+        if not prompt_ids:
+            raise InvalidRequest("prompt must not be empty", "prompt")
+        room = self.context_length - len(prompt_ids)
+        if room < 1:
+            raise InvalidRequest(
+                f"prompt is {len(prompt_ids)} tokens; this model's context is {self.context_length} tokens",
+                "messages",
+            )
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[Delta] = asyncio.Queue()
+
+        def emit(delta: Delta) -> None:
+            try:
+                loop.call_soon_threadsafe(deltas.put_nowait, delta)
+            except RuntimeError:  # the caller's loop is gone: stop generating for it
+                seq.cancelled = True
+
+        seq = Sequence(
+            prompt_ids=list(prompt_ids),
+            params=params,
+            max_new_tokens=min(params.max_tokens, room),
+            emit=emit,
+            generator=make_generator(params.seed),
+            detokenizer=IncrementalDetokenizer(self.tokenizer),
+            stop_filter=StopStringFilter(tuple(params.stop)),
+            eos_token_ids=self.loaded.eos_token_ids,
+            speculative=speculative,
+        )
+        self.scheduler.submit(seq)
+        try:
+            while True:
+                delta = await deltas.get()
+                yield delta
+                if delta.finish_reason is not None:
+                    return
+        finally:
+            if not seq.finished:
+                seq.cancelled = True
+                self.scheduler.wake()
+
+    def close(self) -> None:
+        self.scheduler.stop()

@@ -1,0 +1,114 @@
+"""Continuous batching: one thread owns the model and steps every running sequence together.
+
+New requests are prefilled alone and join the running batch between decode steps; finished and
+cancelled ones leave between steps (nano-vllm's shape, with HF models underneath). The waiting
+queue is bounded so overload is refused at once instead of queueing without limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+
+import torch
+
+from engine.kv import BatchKV
+from engine.runner import ModelRunner
+from engine.sampling import sample
+from engine.sequence import Sequence
+from engine.types import EngineOverloaded
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(self, runner: ModelRunner, *, max_batch_size: int = 8, max_waiting: int = 64,
+                 prefill_threads: int | None = None, decode_threads: int | None = None):
+        self.runner = runner
+        self.max_batch_size = max_batch_size
+        self.max_waiting = max_waiting
+        self.prefill_threads = prefill_threads or torch.get_num_threads()
+        self.decode_threads = decode_threads or torch.get_num_threads()
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.kv = BatchKV()
+        self.steps = 0
+        self._wakeup = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="turnout-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, seq: Sequence) -> None:
+        with self._wakeup:
+            if len(self.waiting) >= self.max_waiting:
+                raise EngineOverloaded(f"engine queue is full ({self.max_waiting} waiting); retry later")
+            self.waiting.append(seq)
+            self._wakeup.notify()
+
+    def wake(self) -> None:
+        """Called when a sequence is cancelled so an idle loop notices."""
+        with self._wakeup:
+            self._wakeup.notify()
+
+    def stop(self) -> None:
+        with self._wakeup:
+            self._stopped = True
+            self._wakeup.notify()
+        self._thread.join(timeout=30)
+
+    @property
+    def load(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._stopped and not self.waiting and not self.running:
+                    self._wakeup.wait()
+                if self._stopped:
+                    return
+            try:
+                self._admit()
+                if self.running:
+                    self._decode()
+            except Exception:  # a bug must not leave clients hanging: fail every running sequence
+                log.exception("engine step failed")
+                self._fail_all()
+
+    def _admit(self) -> None:
+        torch.set_num_threads(self.prefill_threads)
+        while len(self.running) < self.max_batch_size:
+            with self._wakeup:
+                if not self.waiting:
+                    return
+                seq = self.waiting.popleft()
+            if seq.cancelled:
+                continue
+            logits, cache, valid = self.runner.prefill(seq.prompt_ids)
+            seq.accept([sample(logits, seq.params, seq.generator)])
+            if not seq.finished:
+                self.kv.append_row(cache, valid)
+                self.running.append(seq)
+
+    def _decode(self) -> None:
+        torch.set_num_threads(self.decode_threads)
+        logits = self.runner.step(self.kv, [[seq.next_token] for seq in self.running])
+        for seq, row_logits in zip(self.running, logits, strict=True):
+            if not seq.cancelled:
+                seq.accept([sample(row_logits[-1], seq.params, seq.generator)])
+        self.steps += 1
+        self._retire()
+
+    def _retire(self) -> None:
+        keep = [i for i, seq in enumerate(self.running) if not (seq.finished or seq.cancelled)]
+        if len(keep) != len(self.running):
+            self.running = [self.running[i] for i in keep]
+            self.kv.keep_rows(keep)
+
+    def _fail_all(self) -> None:
+        for seq in self.running:
+            seq.finish_reason = "abort"
+            seq.accept([])
+        self.running = []
+        self.kv = BatchKV()

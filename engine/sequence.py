@@ -1,0 +1,67 @@
+"""One request's state inside the scheduler, and how accepted tokens become Deltas."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.detok import IncrementalDetokenizer, StopStringFilter
+from engine.types import Delta, FinishReason, SamplingParams, SpecStats, Usage
+
+_ids = itertools.count()
+
+
+@dataclass
+class Sequence:
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_new_tokens: int
+    emit: Callable[[Delta], None]
+    generator: torch.Generator
+    detokenizer: IncrementalDetokenizer
+    stop_filter: StopStringFilter
+    eos_token_ids: frozenset[int]
+    speculative: bool = True
+    id: int = field(default_factory=lambda: next(_ids))
+    output_ids: list[int] = field(default_factory=list)
+    next_token: int | None = None  # sampled, not yet fed to the model
+    finish_reason: FinishReason | None = None
+    cancelled: bool = False
+    spec: SpecStats = field(default_factory=SpecStats)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def all_ids(self) -> list[int]:
+        return self.prompt_ids + self.output_ids
+
+    def accept(self, tokens: list[int]) -> None:
+        """Take newly generated tokens (in order), stream their text, and finish on EOS/stop/length."""
+        taken: list[int] = []
+        for token in tokens:
+            if token in self.eos_token_ids and not self.params.ignore_eos:
+                self.finish_reason = "stop"
+                break
+            taken.append(token)
+            self.output_ids.append(token)
+            if self.stop_filter.stopped or len(self.output_ids) >= self.max_new_tokens:
+                break
+        text = self.stop_filter.push(self.detokenizer.push(taken))
+        if self.stop_filter.stopped:
+            self.finish_reason = "stop"
+        elif self.finish_reason is None and len(self.output_ids) >= self.max_new_tokens:
+            self.finish_reason = "length"
+        if self.finish_reason is None:
+            self.next_token = taken[-1]
+            if text or taken:
+                self.emit(Delta(text=text, token_ids=taken))
+            return
+        text += self.stop_filter.flush()
+        usage = Usage(prompt_tokens=len(self.prompt_ids), completion_tokens=len(self.output_ids))
+        spec = self.spec if self.spec.num_drafts else None
+        self.emit(Delta(text=text, token_ids=taken, finish_reason=self.finish_reason, usage=usage, spec=spec))

@@ -1,0 +1,59 @@
+"""Types that flow along the gateway's request path, independent of HTTP and of any backend.
+
+Streaming is the primitive: every backend yields `StreamEvent`s, non-streaming responses are
+assembled from them, and the cache stores and replays the same events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Tier = Literal["small", "large"]
+RequestKind = Literal["chat", "completion"]
+
+
+@dataclass
+class StreamEvent:
+    """One piece of a response. `text` is new content; `extra` carries delta fields turnout passes
+    through untouched (tool_calls, refusal, …) from remote backends; the last event has
+    `finish_reason` and, when known, `usage` (OpenAI usage dict, possibly with turnout extensions)."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    extra: dict[str, Any] | None = None
+
+
+@dataclass
+class BackendRequest:
+    """A validated request, resolved to a deployment, in the shape every backend accepts.
+
+    `params` holds the OpenAI sampling/output fields the client sent (temperature, top_p, max_tokens,
+    stop, seed, …) plus pass-through fields (tools, response_format, …) for remote backends.
+    """
+
+    kind: RequestKind
+    model: str
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    speculative: bool = True
+
+    def prompt_text(self) -> str:
+        """The text the router and the semantic cache look at: the last user turn, or the prompt."""
+        if self.prompt is not None:
+            return self.prompt
+        for message in reversed(self.messages or []):
+            if message.get("role") == "user":
+                return content_text(message.get("content"))
+        return ""
+
+
+def content_text(content: Any) -> str:
+    """Plain text of an OpenAI message content (a string or a list of typed parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
