@@ -9,25 +9,30 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from drafters.config import SpeculativeConfig, build_drafter
 from engine.detok import IncrementalDetokenizer, StopStringFilter
 from engine.loader import DEFAULT_MAX_CONTEXT, LoadedModel, load_model
 from engine.runner import ModelRunner
 from engine.sampling import make_generator
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence
-from engine.types import Delta, InvalidRequest, SamplingParams
+from engine.types import Delta, EngineError, InvalidRequest, SamplingParams
 
 
 class Engine:
     def __init__(self, loaded: LoadedModel, *, max_batch_size: int = 8, max_waiting: int = 64,
-                 prefill_threads: int | None = None, decode_threads: int | None = None):
+                 prefill_threads: int | None = None, decode_threads: int | None = None,
+                 speculative: SpeculativeConfig | None = None, progress: bool = True):
         self.loaded = loaded
+        self.speculative = speculative or SpeculativeConfig()
         self.model_id = loaded.model_id
         self.context_length = loaded.context_length
         self.tokenizer = loaded.tokenizer
         self.scheduler = Scheduler(
             ModelRunner(loaded), max_batch_size=max_batch_size, max_waiting=max_waiting,
             prefill_threads=prefill_threads, decode_threads=decode_threads,
+            drafter=build_drafter(self.speculative, loaded, progress=progress),
+            max_speculative_batch=self.speculative.max_batch,
         )
 
     @classmethod
@@ -39,7 +44,8 @@ class Engine:
 
         location = resolve(name_or_path, progress=progress)
         loaded = load_model(name_or_path, location, device=device, max_context=max_context)
-        return cls(loaded, max_batch_size=max_batch_size, max_waiting=max_waiting, **scheduler_options)
+        return cls(loaded, max_batch_size=max_batch_size, max_waiting=max_waiting, progress=progress,
+                   **scheduler_options)
 
     def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
         """Apply the tokenizer's chat template (with the generation prompt)."""
@@ -54,10 +60,12 @@ class Engine:
     def encode_prompt(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams, *,
-                       speculative: bool = True) -> AsyncIterator[Delta]:
+    async def generate(self, prompt_ids: list[int], params: SamplingParams, *, speculative: bool = True,
+                       reference_ids: list[int] | None = None) -> AsyncIterator[Delta]:
         """Stream Deltas. Raises EngineOverloaded or InvalidRequest before the first delta.
-        Closing or cancelling the iterator frees the sequence's batch slot at the next step."""
+        Closing or cancelling the iterator frees the sequence's batch slot at the next step.
+        `reference_ids`: a likely answer (e.g. a cached response to a similar prompt) that the
+        n-gram drafter may copy from; it only changes speed, never the output."""
         params.validate()
         if not prompt_ids:
             raise InvalidRequest("prompt must not be empty", "prompt")
@@ -86,11 +94,16 @@ class Engine:
             stop_filter=StopStringFilter(tuple(params.stop)),
             eos_token_ids=self.loaded.eos_token_ids,
             speculative=speculative,
+            reference_ids=list(reference_ids or []),
         )
+        seq.draft_length.k = self.speculative.num_speculative_tokens
+        seq.draft_length.k_max = self.speculative.max_speculative_tokens
         self.scheduler.submit(seq)
         try:
             while True:
                 delta = await deltas.get()
+                if delta.finish_reason == "abort":
+                    raise EngineError("the engine failed while generating; see the server log")
                 yield delta
                 if delta.finish_reason is not None:
                     return

@@ -13,6 +13,8 @@ from collections import deque
 
 import torch
 
+from drafters.base import EMPTY, Draft, Drafter
+from drafters.verify import verify
 from engine.kv import BatchKV
 from engine.runner import ModelRunner
 from engine.sampling import sample
@@ -24,8 +26,11 @@ log = logging.getLogger(__name__)
 
 class Scheduler:
     def __init__(self, runner: ModelRunner, *, max_batch_size: int = 8, max_waiting: int = 64,
-                 prefill_threads: int | None = None, decode_threads: int | None = None):
+                 prefill_threads: int | None = None, decode_threads: int | None = None,
+                 drafter: Drafter | None = None, max_speculative_batch: int = 4):
         self.runner = runner
+        self.drafter = drafter
+        self.max_speculative_batch = max_speculative_batch
         self.max_batch_size = max_batch_size
         self.max_waiting = max_waiting
         self.prefill_threads = prefill_threads or torch.get_num_threads()
@@ -62,6 +67,10 @@ class Scheduler:
         return len(self.waiting) + len(self.running)
 
     def _loop(self) -> None:
+        with torch.inference_mode():
+            self._serve_forever()
+
+    def _serve_forever(self) -> None:
         while True:
             with self._wakeup:
                 while not self._stopped and not self.waiting and not self.running:
@@ -92,17 +101,38 @@ class Scheduler:
                 self.running.append(seq)
 
     def _decode(self) -> None:
+        drafts = [self._draft(seq) for seq in self.running]
         torch.set_num_threads(self.decode_threads)
-        logits = self.runner.step(self.kv, [[seq.next_token] for seq in self.running])
-        for seq, row_logits in zip(self.running, logits, strict=True):
-            if not seq.cancelled:
+        fed = [[seq.next_token, *draft.tokens] for seq, draft in zip(self.running, drafts, strict=True)]
+        logits = self.runner.step(self.kv, fed)
+        for row, (seq, draft, row_logits) in enumerate(zip(self.running, drafts, logits, strict=True)):
+            if seq.cancelled:
+                continue
+            if not draft.tokens:
                 seq.accept([sample(row_logits[-1], seq.params, seq.generator)])
+                continue
+            accepted, token = verify(row_logits, draft, seq.params, seq.generator)
+            self.kv.invalidate_tail(row, len(draft.tokens) - accepted)
+            seq.record_speculation(len(draft.tokens), accepted)
+            seq.accept(draft.tokens[:accepted] + [token])
         self.steps += 1
+        self.kv.compact()
         self._retire()
+
+    def _draft(self, seq: Sequence) -> Draft:
+        """Drafts only pay while the batch is small: a large batch already amortises the weights."""
+        if not (self.drafter and seq.speculative) or len(self.running) > self.max_speculative_batch:
+            return EMPTY
+        k = min(seq.draft_length.k, seq.remaining - 1)
+        return self.drafter.propose(seq, k, greedy=seq.params.greedy) if k > 0 else EMPTY
 
     def _retire(self) -> None:
         keep = [i for i, seq in enumerate(self.running) if not (seq.finished or seq.cancelled)]
         if len(keep) != len(self.running):
+            if self.drafter:
+                for seq in self.running:
+                    if seq.finished or seq.cancelled:
+                        self.drafter.release(seq)
             self.running = [self.running[i] for i in keep]
             self.kv.keep_rows(keep)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from drafters.adaptive import AdaptiveK
 from engine.detok import IncrementalDetokenizer, StopStringFilter
 from engine.types import Delta, FinishReason, SamplingParams, SpecStats, Usage
 
@@ -25,6 +26,8 @@ class Sequence:
     stop_filter: StopStringFilter
     eos_token_ids: frozenset[int]
     speculative: bool = True
+    reference_ids: list[int] = field(default_factory=list)
+    draft_length: AdaptiveK = field(default_factory=AdaptiveK)
     id: int = field(default_factory=lambda: next(_ids))
     output_ids: list[int] = field(default_factory=list)
     next_token: int | None = None  # sampled, not yet fed to the model
@@ -39,6 +42,20 @@ class Sequence:
     @property
     def all_ids(self) -> list[int]:
         return self.prompt_ids + self.output_ids
+
+    @property
+    def remaining(self) -> int:
+        return self.max_new_tokens - len(self.output_ids)
+
+    def record_speculation(self, proposed: int, accepted: int) -> None:
+        self.spec.num_drafts += 1
+        self.spec.num_draft_tokens += proposed
+        self.spec.num_accepted_tokens += accepted
+        per_position = self.spec.accepted_per_position
+        per_position.extend([0] * (proposed - len(per_position)))
+        for position in range(accepted):
+            per_position[position] += 1
+        self.draft_length.update(proposed, accepted)
 
     def accept(self, tokens: list[int]) -> None:
         """Take newly generated tokens (in order), stream their text, and finish on EOS/stop/length."""

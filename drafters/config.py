@@ -1,0 +1,51 @@
+"""How the engine speculates, from one small config shared with the gateway's YAML and vLLM export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from drafters.base import Drafter
+from drafters.combined import FirstProposal
+from drafters.ngram import NgramDrafter
+from engine.loader import LoadedModel
+
+Method = Literal["none", "ngram", "draft_model", "ngram+draft_model"]
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    method: Method = "none"
+    draft_model: str | None = None
+    num_speculative_tokens: int = 4
+    max_speculative_tokens: int = 16
+    ngram_max: int = 4
+    ngram_min: int = 1
+    draft_int8: bool = True
+    max_batch: int = 4  # above this many running sequences, decode without drafts
+
+    def __post_init__(self) -> None:
+        if "draft_model" in self.method and not self.draft_model:
+            raise ValueError(f"speculative method {self.method!r} needs draft_model")
+        if not 1 <= self.num_speculative_tokens <= self.max_speculative_tokens:
+            raise ValueError("num_speculative_tokens must be between 1 and max_speculative_tokens")
+
+
+def build_drafter(config: SpeculativeConfig, target: LoadedModel, *, progress: bool = True) -> Drafter | None:
+    if config.method == "none":
+        return None
+    drafters: list[Drafter] = []
+    if "ngram" in config.method:
+        drafters.append(NgramDrafter(max_ngram=config.ngram_max, min_ngram=config.ngram_min))
+    if "draft_model" in config.method:
+        from drafters.model import ModelDrafter
+        from engine.loader import load_model
+        from engine.store import resolve
+
+        assert config.draft_model is not None
+        draft = load_model(config.draft_model, resolve(config.draft_model, progress=progress),
+                           device=str(target.device), max_context=target.context_length)
+        if draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
+            raise ValueError(f"draft model {config.draft_model} does not share the target's tokenizer")
+        drafters.append(ModelDrafter(draft, target_vocab=target.model.config.vocab_size, int8=config.draft_int8))
+    return drafters[0] if len(drafters) == 1 else FirstProposal(drafters)

@@ -1,0 +1,100 @@
+"""`turnout models ...` and `turnout engine ...` subcommands; gateway/cli.py mounts them via `register`.
+
+Every handler returns the process exit code; store errors become one line on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.filesize import decimal
+from rich.table import Table
+
+from engine import store
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _reporting_store_errors(handler: Handler) -> Handler:
+    """Turn a StoreError into one clear line and a non-zero exit, instead of a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except store.StoreError as error:
+            print(f"turnout: error: {error}", file=sys.stderr)
+            return 1
+
+    run.__doc__ = handler.__doc__
+    return run
+
+
+@_reporting_store_errors
+def pull_model(args: argparse.Namespace) -> int:
+    """Download, verify and convert a built-in model into the local store."""
+    path = store.pull(args.name, progress=not args.quiet, force=args.force, keep_gguf=args.keep_gguf)
+    print(path)
+    return 0
+
+
+@_reporting_store_errors
+def list_models(args: argparse.Namespace) -> int:
+    """Show built-in and locally converted models, and whether each is pulled."""
+    table = Table(title=f"models in {store.models_dir()}")
+    for column in ("name", "size", "source", "pulled"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("path", overflow="fold")
+    for info in store.list_models():
+        table.add_row(info.name, decimal(info.size), info.source, "yes" if info.pulled else "no",
+                      info.path if info.pulled else "")
+    Console().print(table)
+    return 0
+
+
+@_reporting_store_errors
+def remove_model(args: argparse.Namespace) -> int:
+    """Delete a pulled model from the local store."""
+    if not store.remove(args.name):
+        raise store.StoreError(f"model {args.name!r} is not in {store.models_dir()}")
+    return 0
+
+
+def serve_engine(args: argparse.Namespace) -> int:
+    """Run one model behind the standalone OpenAI-compatible engine server (written in gateway/)."""
+    from gateway.engine_server import serve
+
+    return serve(args) or 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `models` and `engine` command groups to the top-level `turnout` parser."""
+    models = subparsers.add_parser("models", help="pull and list local models")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+
+    pull = models_commands.add_parser("pull", help=pull_model.__doc__)
+    pull.add_argument("name", metavar="NAME", help=f"one of: {', '.join(store.BUILTIN_MODELS)}")
+    pull.add_argument("--quiet", action="store_true", help="no progress bars")
+    pull.add_argument("--force", action="store_true", help="pull again even if already pulled")
+    pull.add_argument("--keep-gguf", action="store_true", help="keep the GGUF file next to the model")
+    pull.set_defaults(func=pull_model)
+
+    listing = models_commands.add_parser("list", help=list_models.__doc__)
+    listing.set_defaults(func=list_models)
+
+    rm = models_commands.add_parser("rm", help=remove_model.__doc__)
+    rm.add_argument("name", metavar="NAME")
+    rm.set_defaults(func=remove_model)
+
+    # --- `turnout engine serve`: the parser lives here, the server itself in gateway/engine_server.py ---
+    engine = subparsers.add_parser("engine", help="run the embedded inference engine on its own")
+    engine_commands = engine.add_subparsers(dest="engine_command", required=True)
+    serve = engine_commands.add_parser("serve", help=serve_engine.__doc__)
+    serve.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", metavar="NAME",
+                       help="built-in name, model dir, .gguf file or HF repo id")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8001)
+    serve.add_argument("--max-batch-size", type=int, default=8)
+    serve.set_defaults(func=serve_engine)

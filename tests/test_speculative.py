@@ -1,0 +1,174 @@
+"""Speculative decoding never changes the output: greedy is token-identical with drafts on and off,
+and sampling keeps the target's distribution (rejection sampling)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+import torch
+
+from drafters.base import Draft, DraftContext
+from drafters.config import SpeculativeConfig
+from drafters.model import ModelDrafter
+from drafters.ngram import NgramDrafter
+from drafters.verify import verify
+from engine.engine import Engine
+from engine.loader import load_model
+from engine.sampling import make_generator, probabilities
+from engine.store import resolve
+from engine.types import SamplingParams
+
+MODEL = "smollm2-135m-instruct"
+GREEDY = SamplingParams(max_tokens=40, temperature=0.0)
+PROMPTS = [
+    "Repeat exactly: the quick brown fox jumps over the lazy dog, the quick brown fox jumps over the lazy dog.",
+    "Rename the variable x to count in: def f(x):\n    return x + x * 2\n",
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+]
+
+
+class RandomDrafter:
+    """A deliberately bad drafter: random tokens, so nearly every draft is rejected and rolled back."""
+
+    name = "random"
+
+    def __init__(self, vocab: int):
+        self.vocab = vocab
+        self.rng = random.Random(0)
+
+    def propose(self, seq: DraftContext, k: int, *, greedy: bool) -> Draft:
+        return Draft(tokens=[self.rng.randrange(self.vocab) for _ in range(k)])
+
+    def release(self, seq: DraftContext) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_model(MODEL, resolve(MODEL, progress=False))
+
+
+@pytest.fixture(scope="module")
+def plain(loaded):
+    engine = Engine(loaded, max_batch_size=4)
+    yield engine
+    engine.close()
+
+
+def engine_with(loaded, drafter, k: int = 4) -> Engine:
+    engine = Engine(loaded, max_batch_size=4, speculative=SpeculativeConfig(num_speculative_tokens=k))
+    engine.scheduler.drafter = drafter
+    return engine
+
+
+async def run(engine: Engine, prompt: str, params: SamplingParams = GREEDY, **options):
+    ids = engine.encode_chat([{"role": "user", "content": prompt}])
+    deltas = [d async for d in engine.generate(ids, params, **options)]
+    return [t for d in deltas for t in d.token_ids], deltas[-1]
+
+
+@pytest.fixture(scope="module")
+def reference(plain):
+    return [asyncio.run(run(plain, prompt))[0] for prompt in PROMPTS]
+
+
+def make_drafter(name: str, loaded):
+    vocab = loaded.model.config.vocab_size
+    if name == "ngram":
+        return NgramDrafter()
+    if name == "random":
+        return RandomDrafter(vocab)
+    draft = load_model(MODEL, resolve(MODEL, progress=False))  # int8 copy: close to, not equal to, the target
+    return ModelDrafter(draft, target_vocab=vocab, int8=True)
+
+
+@pytest.mark.parametrize("name", ["ngram", "random", "draft_model"])
+async def test_greedy_output_is_identical_with_speculation(loaded, reference, name):
+    drafter = make_drafter(name, loaded)
+    engine = engine_with(loaded, drafter)
+    try:
+        outputs = [await run(engine, prompt) for prompt in PROMPTS]
+    finally:
+        engine.close()
+    assert [tokens for tokens, _ in outputs] == reference
+    spec = [final.spec for _, final in outputs if final.spec]
+    assert spec, "the drafter was never used"
+    assert sum(s.num_draft_tokens for s in spec) > 0
+    if name == "random":
+        assert sum(s.num_accepted_tokens for s in spec) < sum(s.num_draft_tokens for s in spec)
+
+
+async def test_batched_speculation_equals_unbatched(loaded, reference):
+    engine = engine_with(loaded, NgramDrafter())
+    try:
+        together = await asyncio.gather(*(run(engine, prompt) for prompt in PROMPTS))
+    finally:
+        engine.close()
+    assert [tokens for tokens, _ in together] == reference
+
+
+async def test_speculation_can_be_switched_off_per_request(loaded, reference):
+    engine = engine_with(loaded, NgramDrafter())
+    try:
+        tokens, final = await run(engine, PROMPTS[0], speculative=False)
+    finally:
+        engine.close()
+    assert tokens == reference[0]
+    assert final.spec is None
+
+
+async def test_reference_answer_is_accepted_in_long_runs(loaded, plain, reference):
+    """A cached answer to a near-duplicate prompt makes a near-perfect draft (retrieval drafting)."""
+    engine = engine_with(loaded, NgramDrafter(), k=8)
+    try:
+        tokens, final = await run(engine, PROMPTS[3], reference_ids=reference[3])
+    finally:
+        engine.close()
+    assert tokens == reference[3]
+    assert final.spec.num_accepted_tokens >= len(tokens) // 2
+
+
+def empirical(samples: list[int], vocab: int) -> torch.Tensor:
+    return torch.bincount(torch.tensor(samples), minlength=vocab).float() / len(samples)
+
+
+def first_tokens(target_logits: torch.Tensor, draft_probs: torch.Tensor | None, params, trials: int):
+    generator = make_generator(1234)
+    out = []
+    for _ in range(trials):
+        if draft_probs is None:
+            tokens = [int(torch.randint(0, target_logits.shape[-1], (1,), generator=generator))]
+            draft = Draft(tokens=tokens)
+        else:
+            tokens = [int(torch.multinomial(draft_probs, 1, generator=generator))]
+            draft = Draft(tokens=tokens, probs=draft_probs[None, :])
+        accepted, token = verify(target_logits, draft, params, generator)
+        out.append(tokens[0] if accepted else token)
+    return out
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_rejection_sampling_preserves_target_distribution(loaded, deterministic):
+    """On the real model: the first verified token is distributed as the target's p, whatever q is."""
+    params = SamplingParams(temperature=1.0, top_p=1.0)
+    ids = torch.tensor([loaded.tokenizer.encode("The weather today is")])
+    with torch.inference_mode():
+        logits = loaded.model(input_ids=ids).logits[0, -1]
+    top = torch.topk(logits, 8).indices  # keep a small support so 20k trials measure it precisely
+    target_logits = torch.full_like(logits, float("-inf"))
+    target_logits[top] = logits[top]
+    p = probabilities(target_logits, params)
+    q = None
+    if not deterministic:  # a draft that is confidently wrong about the ranking
+        q = torch.zeros_like(p)
+        q[top] = torch.linspace(0.02, 0.3, 8)
+        q = q / q.sum()
+    rows = torch.stack([target_logits, target_logits])  # position 0 verifies the draft, 1 is the bonus
+    trials = 20_000
+    observed = empirical(first_tokens(rows, q, params, trials), p.shape[0])[top]
+    expected = p[top]
+    chi2 = float((((observed - expected) ** 2) / expected).sum() * trials)
+    assert chi2 < 24.3, (observed, expected)  # chi-square, 7 degrees of freedom, p = 0.001
