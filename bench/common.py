@@ -1,0 +1,42 @@
+"""Shared bench helpers: timing a streamed generation and printing a markdown table."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from engine.engine import Engine
+from engine.types import SamplingParams
+
+
+@dataclass
+class Timing:
+    tokens: int
+    ttft_s: float
+    total_s: float
+    accepted: int = 0
+    drafted: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.total_s
+
+
+async def timed_generate(engine: Engine, prompt: str, params: SamplingParams, **options) -> Timing:
+    ids = engine.encode_chat([{"role": "user", "content": prompt}])
+    start = time.perf_counter()
+    first = None
+    tokens = accepted = drafted = 0
+    async for delta in engine.generate(ids, params, **options):
+        if first is None:
+            first = time.perf_counter() - start
+        tokens += len(delta.token_ids)
+        if delta.spec:
+            accepted, drafted = delta.spec.num_accepted_tokens, delta.spec.num_draft_tokens
+    return Timing(tokens, first or 0.0, time.perf_counter() - start, accepted, drafted)
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
