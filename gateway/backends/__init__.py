@@ -6,9 +6,13 @@ tiers naming the same embedded model share one Engine and one set of weights in 
 
 from __future__ import annotations
 
+import logging
+
 from gateway.backends.base import Backend, BackendError
 from gateway.config import DeploymentConfig, TurnoutConfig
 from gateway.types import Tier
+
+log = logging.getLogger("turnout.backends")
 
 __all__ = ["Backend", "BackendError", "build_backend", "build_backends", "unique_backends"]
 
@@ -28,13 +32,16 @@ def build_backend(deployment: DeploymentConfig) -> Backend:
 
 
 def build_backends(config: TurnoutConfig) -> dict[Tier, list[Backend]]:
-    shared: dict[tuple[str, str, str | None], Backend] = {}
+    shared: dict[tuple[str, str, str | None], tuple[DeploymentConfig, Backend]] = {}
     tiers: dict[Tier, list[Backend]] = {}
     for tier, deployment in config.deployments():
         key = (deployment.kind, deployment.model, deployment.url)
         if key not in shared:
-            shared[key] = build_backend(deployment)
-        tiers.setdefault(tier, []).append(shared[key])
+            shared[key] = (deployment, build_backend(deployment))
+        first, backend = shared[key]
+        if deployment != first:
+            log.warning("%s is configured twice with different settings; the first one is used", backend.name)
+        tiers.setdefault(tier, []).append(backend)
     return tiers
 
 

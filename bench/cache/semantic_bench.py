@@ -1,0 +1,128 @@
+"""Semantic cache quality on the labelled pairs in pairs.jsonl: paraphrase hit rate and false-hit rate.
+
+Two measurements:
+1. pairs: for every pair, would b be answered by a's entry? (cosine >= threshold and no guard veto),
+   over a range of thresholds, with and without the guards;
+2. store: all a-sides stored in one scope of a real Redis (the ResponseCache, vector sets), every
+   b-side looked up: a paraphrase must hit its own a, a contrast must hit nothing.
+
+    .venv/bin/python -m bench.cache.semantic_bench [--threshold 0.74 0.8] [--quantization noquant]
+        [--pairs bench/cache/pairs_holdout.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from gateway.cache import CacheConfig, ResponseCache
+from gateway.cache.guards import veto
+from gateway.types import BackendRequest, StreamEvent
+
+PAIRS = Path(__file__).with_name("pairs.jsonl")
+THRESHOLDS = [round(t, 2) for t in [*np.arange(0.66, 0.86, 0.01), *np.arange(0.86, 0.97, 0.02)]]
+
+
+def load_pairs(path: Path = PAIRS) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def embed_all(texts: list[str]) -> dict[str, np.ndarray]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from router_models.encoder import Encoder
+
+    unique = sorted(set(texts))
+    return dict(zip(unique, Encoder().embed(unique), strict=True))
+
+
+def pair_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray]) -> None:
+    similarity = np.array([float(vectors[p["a"]] @ vectors[p["b"]]) for p in pairs])
+    vetoed = np.array([veto(p["b"], p["a"], s) is not None for p, s in zip(pairs, similarity, strict=True)])
+    paraphrase = np.array([p["label"] == "paraphrase" for p in pairs])
+    kinds = sorted({p["kind"] for p in pairs if p["label"] == "contrast"})
+    kind_of = np.array([p["kind"] for p in pairs])
+
+    print(f"pairs: {paraphrase.sum()} paraphrase, {(~paraphrase).sum()} contrast "
+          f"({', '.join(f'{k} {int((kind_of == k).sum())}' for k in kinds)})")
+    print(f"guards veto {vetoed[paraphrase].mean():.1%} of paraphrases and "
+          f"{vetoed[~paraphrase].mean():.1%} of contrasts regardless of similarity\n")
+    print("| threshold | paraphrase hit (guards) | false hit (guards) | paraphrase hit (no guards) "
+          "| false hit (no guards) | " + " | ".join(f"false: {k}" for k in kinds) + " |")
+    print("|---" * (5 + len(kinds)) + "|")
+    for threshold in THRESHOLDS:
+        above = similarity >= threshold
+        hit = above & ~vetoed
+        per_kind = [f"{hit[kind_of == k].mean():.1%}" for k in kinds]
+        print(f"| {threshold:.2f} | {hit[paraphrase].mean():.1%} | {hit[~paraphrase].mean():.1%} "
+              f"| {above[paraphrase].mean():.1%} | {above[~paraphrase].mean():.1%} | "
+              + " | ".join(per_kind) + " |")
+
+
+def request(text: str) -> BackendRequest:
+    return BackendRequest(kind="chat", model="bench", messages=[{"role": "user", "content": text}],
+                          params={"temperature": 0})
+
+
+async def store_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray], threshold: float,
+                      quantization: str) -> None:
+    config = CacheConfig(similarity_threshold=threshold, vector_quantization=quantization)
+    cache = await ResponseCache.open(config)
+    try:
+        for text in sorted({p["a"] for p in pairs}):
+            events = [StreamEvent(text=text, finish_reason="stop")]
+            await cache.store("bench", request(text), vectors[text], events)
+        outcomes: Counter[str] = Counter()
+        false_hits, wrong_hits = [], []
+        for pair in pairs:
+            if pair["b"] in {p["a"] for p in pairs}:
+                continue  # b is itself stored: an exact hit, not a semantic one
+            lookup = await cache.lookup("bench", request(pair["b"]), vectors[pair["b"]])
+            served = lookup.events[0].text if lookup.events else None
+            if pair["label"] == "paraphrase":
+                outcomes["paraphrase"] += 1
+                outcomes["paraphrase-hit"] += served == pair["a"]
+                if served is not None and served != pair["a"]:
+                    outcomes["paraphrase-wrong-hit"] += 1
+                    wrong_hits.append((pair["b"], served, lookup.similarity))
+            else:
+                outcomes["contrast"] += 1
+                if served is not None:
+                    outcomes["contrast-hit"] += 1
+                    false_hits.append((pair["b"], served, lookup.similarity))
+        print(f"\nstore: {len({p['a'] for p in pairs})} entries in one scope, threshold {threshold}, "
+              f"{quantization}")
+        print(f"paraphrase hit {outcomes['paraphrase-hit'] / outcomes['paraphrase']:.1%} "
+              f"({outcomes['paraphrase-hit']}/{outcomes['paraphrase']}), wrong-entry hits "
+              f"{outcomes['paraphrase-wrong-hit']}; contrast false hit "
+              f"{outcomes['contrast-hit'] / outcomes['contrast']:.1%} "
+              f"({outcomes['contrast-hit']}/{outcomes['contrast']})")
+        for label, hits in (("false hit", false_hits), ("wrong entry", wrong_hits)):
+            for query, served, similarity in hits:
+                print(f"  {label} {similarity:.3f}: {query!r} <- {served!r}")
+        print("guard vetoes:", {k: v for k, v in cache.stats.items() if k.startswith("vetoed")})
+    finally:
+        await cache.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=Path, default=PAIRS, help="pairs_holdout.jsonl: written after tuning")
+    parser.add_argument("--threshold", type=float, nargs="+", default=[CacheConfig().similarity_threshold])
+    parser.add_argument("--quantization", choices=["noquant", "q8", "bin"],
+                        default=CacheConfig().vector_quantization)
+    args = parser.parse_args()
+    pairs = load_pairs(args.pairs)
+    vectors = embed_all([text for p in pairs for text in (p["a"], p["b"])])
+    pair_table(pairs, vectors)
+    for threshold in args.threshold:
+        asyncio.run(store_table(pairs, vectors, threshold, args.quantization))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""bench/spec: speculative decoding on vs off, same engine, same prompts, Qwen-1.5B target on this CPU.
+
+Workloads (each: tokens/s with speculation off, then on, in the same run):
+  mtbench    MT-Bench first turns           drafter: 0.5B draft model (int8 draft step)
+  sharegpt   ShareGPT first human turns     drafter: 0.5B draft model
+  code-edit  HumanEval functions to edit    drafter: n-gram prompt lookup
+  near-dup   reworded MT-Bench questions    drafter: retrieval (the cached answer to the original)
+
+    .venv/bin/python -m bench.spec.run [--prompts 4] [--tokens 96] [--workloads mtbench code-edit ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from bench.common import Timing, markdown_table, timed_generate
+from bench.datasets import humaneval_code, mtbench_questions, sharegpt_prompts
+from drafters.config import SpeculativeConfig, build_drafter
+from engine.engine import Engine
+from engine.types import SamplingParams
+
+TARGET = "qwen2.5-coder-1.5b-instruct"
+DRAFT = "qwen2.5-coder-0.5b-instruct"
+EDIT = ("Rename the function in this Python code to `solution` and add a one-line comment at the top. "
+        "Return the complete code and nothing else.\n\n```python\n{code}```")
+
+
+def near_duplicate(question: str) -> str:
+    """What a user who asks again types: same question, reworded politely."""
+    return f"Please answer this: {question.strip()}"
+
+
+async def measure(engine: Engine, prompts: list[str], params: SamplingParams, *,
+                  speculative: bool, references: list[list[int]] | None = None) -> list[Timing]:
+    out = []
+    for i, prompt in enumerate(prompts):
+        options = {"reference_ids": references[i]} if references else {}
+        out.append(await timed_generate(engine, prompt, params, speculative=speculative, **options))
+    return out
+
+
+def summarise(name: str, drafter: str, off: list[Timing], on: list[Timing]) -> list[object]:
+    off_tps = sum(t.tokens for t in off) / sum(t.total_s for t in off)
+    on_tps = sum(t.tokens for t in on) / sum(t.total_s for t in on)
+    drafted = sum(t.drafted for t in on)
+    accepted = sum(t.accepted for t in on)
+    return [name, drafter, len(on), sum(t.tokens for t in on), f"{off_tps:.2f}", f"{on_tps:.2f}",
+            f"**{on_tps / off_tps:.2f}×**", f"{accepted / max(1, drafted):.2f}"]
+
+
+async def run(args: argparse.Namespace) -> list[list[object]]:
+    engine = Engine.load(TARGET, max_batch_size=1)
+    loaded = engine.loaded
+    params = SamplingParams(max_tokens=args.tokens, temperature=0.0)
+    drafters = {
+        "draft_model": build_drafter(SpeculativeConfig(method="draft_model", draft_model=DRAFT), loaded),
+        "ngram": build_drafter(SpeculativeConfig(method="ngram"), loaded),
+    }
+    n = args.prompts
+    workloads = {
+        "mtbench": ("draft_model", mtbench_questions()[:n]),
+        "sharegpt": ("draft_model", sharegpt_prompts(n, max_chars=600)),
+        "code-edit": ("ngram", [EDIT.format(code=code) for code in humaneval_code()[:n]]),
+        "near-dup": ("ngram", mtbench_questions()[n:2 * n]),
+    }
+    rows = []
+    try:
+        for name in args.workloads:
+            kind, prompts = workloads[name]
+            engine.scheduler.drafter = drafters[kind]
+            engine.speculative = SpeculativeConfig(num_speculative_tokens=args.k)
+            references = None
+            if name == "near-dup":  # the cache holds the model's answer to the original wording
+                originals = []
+                for prompt in prompts:
+                    ids = engine.encode_chat([{"role": "user", "content": prompt}])
+                    originals.append([t async for d in engine.generate(ids, params, speculative=False)
+                                      for t in d.token_ids])
+                references, prompts = originals, [near_duplicate(p) for p in prompts]
+            start = time.perf_counter()
+            off = await measure(engine, prompts, params, speculative=False)
+            on = await measure(engine, prompts, params, speculative=True, references=references)
+            label = "retrieval" if name == "near-dup" else kind
+            rows.append(summarise(name, label, off, on))
+            print(f"{name}: {time.perf_counter() - start:.0f} s", rows[-1], flush=True)
+    finally:
+        engine.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=96)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--workloads", nargs="+", default=["mtbench", "sharegpt", "code-edit", "near-dup"])
+    rows = asyncio.run(run(parser.parse_args()))
+    print(markdown_table(["workload", "drafter", "prompts", "tokens (on)", "off tok/s", "on tok/s", "speedup",
+                          "acceptance"], rows))
+
+
+if __name__ == "__main__":
+    main()

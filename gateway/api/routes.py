@@ -1,0 +1,120 @@
+"""The OpenAI-compatible endpoints plus /health and /ready. Thin: validate, hand to the pipeline, render."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from gateway.backends.base import BackendError
+from gateway.cache import cache_mode_from_headers
+from gateway.errors import APIError, model_not_found
+from gateway.pipeline import Pipeline, RequestContext
+from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
+
+from .render import Renderer
+
+router = APIRouter()
+T = TypeVar("T")
+CLIENT_CLOSED_REQUEST = 499  # nginx's convention; nobody is there to read it
+_STARTED = int(time.time())
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    return await _generate(body, request)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    return await _generate(body, request)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict:
+    return {"object": "list", "data": [_model_card(model) for model in _pipeline(request).policy.model_ids()]}
+
+
+@router.get("/v1/models/{model:path}")
+async def retrieve_model(model: str, request: Request) -> dict:
+    if model not in _pipeline(request).policy.model_ids():
+        raise model_not_found(model)
+    return _model_card(model)
+
+
+@router.get("/health")
+async def health() -> dict:
+    """Alive: the process answers. Says nothing about models or dependencies (see /ready)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """200 once every backend is loaded or reachable (and the cache and encoder, when configured,
+    are up), else 503; the body says which dependency is not."""
+    states = await request.app.state.runtime.readiness()
+    ok = all(states.values())
+    return JSONResponse({"status": "ready" if ok else "not ready", "dependencies": states},
+                        status_code=200 if ok else 503)
+
+
+async def _generate(body: GenerationRequest, request: Request) -> Response:
+    context = RequestContext(api_key=_bearer_token(request.headers.get("authorization")),
+                             tier_header=request.headers.get("x-turnout-tier"),
+                             cache_mode=cache_mode_from_headers(request.headers))
+    backend_request = body.to_backend_request()
+    reply = await _unless_disconnected(request, _pipeline(request).handle(backend_request, context))
+    if reply is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    renderer = Renderer(backend_request.kind, reply.model, include_usage=body.include_usage)
+    if body.stream:  # from here on Starlette's disconnect listener cancels the stream
+        return StreamingResponse(renderer.sse(reply.events), media_type="text/event-stream",
+                                 headers={**reply.headers, "cache-control": "no-cache"})
+    try:
+        payload = await _unless_disconnected(request, renderer.collect(reply.events))
+    except BackendError as exc:
+        return APIError.from_backend(exc, headers=reply.headers).response()
+    if payload is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return JSONResponse(payload, headers=reply.headers)
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T | None:
+    """Run `work`; None if the client hung up first, in which case `work` is cancelled: a generation
+    nobody will read must not keep its batch slot, not even while waiting for its first token."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        return await task
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _pipeline(request: Request) -> Pipeline:
+    return request.app.state.runtime.pipeline
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else authorization.strip() or None
+
+
+def _model_card(model: str) -> dict:
+    return {"id": model, "object": "model", "created": _STARTED, "owned_by": "turnout"}

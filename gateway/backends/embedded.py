@@ -1,0 +1,218 @@
+"""Backend over the in-process torch engine.
+
+Maps OpenAI parameters to `SamplingParams` and engine errors to HTTP statuses, and refuses — with a
+400 naming the field — every OpenAI feature the engine cannot honour, rather than ignoring it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from drafters.config import SpeculativeConfig
+from engine.engine import Engine
+from engine.types import Delta, EngineOverloaded, InvalidRequest, SamplingParams
+from gateway.backends.base import BackendError
+from gateway.config import DeploymentConfig
+from gateway.errors import context_length_message
+from gateway.types import BackendRequest, StreamEvent
+
+log = logging.getLogger("turnout.backends.embedded")
+
+
+def _truthy(value: Any) -> bool:
+    return bool(value)
+
+
+def _not_one(value: Any) -> bool:
+    return value not in (None, 1)
+
+
+def _nonzero(value: Any) -> bool:
+    return value not in (None, 0, 0.0)
+
+
+def _not_text_format(value: Any) -> bool:
+    return value is not None and not (isinstance(value, dict) and value.get("type") == "text")
+
+
+def _not_text_only(value: Any) -> bool:
+    return value not in (None, ["text"])
+
+
+# Fields that only shape delivery, billing or storage: nothing to honour in-process.
+_IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls",
+                      "prompt_cache_key", "safety_identifier"})
+_SAMPLING = frozenset({"max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop"})
+
+# field → "is this value something the engine cannot honour?"
+_UNSUPPORTED = {
+    "n": _not_one,
+    "best_of": _not_one,
+    "logprobs": _truthy,
+    "top_logprobs": _truthy,
+    "echo": _truthy,
+    "suffix": _truthy,
+    "tools": _truthy,
+    "tool_choice": lambda v: v not in (None, "none"),
+    "functions": _truthy,
+    "function_call": lambda v: v not in (None, "none"),
+    "response_format": _not_text_format,
+    "logit_bias": _truthy,
+    "presence_penalty": _nonzero,
+    "frequency_penalty": _nonzero,
+    "audio": _truthy,
+    "modalities": _not_text_only,
+    "prediction": _truthy,
+    "web_search_options": _truthy,
+}
+
+
+class EmbeddedBackend:
+    """One loaded Engine. Tiers naming the same model share one EmbeddedBackend (see build_backends)."""
+
+    def __init__(self, deployment: DeploymentConfig):
+        self.name = f"embedded:{deployment.model}"
+        self.model = deployment.model
+        self.deployment = deployment
+        self.context_length: int | None = deployment.context_length
+        self._engine: Engine | None = None
+        self._load_error: str | None = None
+
+    @property
+    def engine(self) -> Engine | None:
+        """The loaded engine, None until `start` finishes."""
+        return self._engine
+
+    async def start(self) -> None:
+        """Load in a worker thread: the event loop keeps answering /health while weights load."""
+        d = self.deployment
+        speculative = SpeculativeConfig(method=d.speculative.method, draft_model=d.speculative.draft_model,
+                                        num_speculative_tokens=d.speculative.num_speculative_tokens)
+        try:
+            self._engine = await asyncio.to_thread(
+                Engine.load, self.model, max_batch_size=d.max_batch_size, max_waiting=d.max_waiting,
+                speculative=speculative, progress=False)
+        except Exception as exc:
+            self._load_error = f"{type(exc).__name__}: {exc}"
+            raise
+        self.context_length = min(self.context_length or self._engine.context_length,
+                                  self._engine.context_length)
+
+    async def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await asyncio.to_thread(engine.close)
+
+    async def ready(self) -> bool:
+        return self._engine is not None
+
+    def count_prompt_tokens(self, request: BackendRequest) -> int | None:
+        if self._engine is None:
+            return None
+        return len(self._encode(self._engine, request))
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[StreamEvent]:
+        engine = self._require_engine()
+        prompt_ids = self._encode(engine, request)
+        params = self._sampling_params(request.params, len(prompt_ids))
+        try:
+            deltas = _as_generator(engine.generate(prompt_ids, params, speculative=request.speculative))
+            async with aclosing(deltas):
+                async for delta in deltas:
+                    yield _to_event(delta)
+        except EngineOverloaded as exc:
+            raise BackendError(f"{self.model} is overloaded, retry later ({exc})", 503) from None
+        except InvalidRequest as exc:
+            raise BackendError(str(exc), 400, param=exc.param, code=_code_for(exc)) from None
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _require_engine(self) -> Engine:
+        if self._engine is None:
+            reason = f"failed to load: {self._load_error}" if self._load_error else "is still loading"
+            raise BackendError(f"model {self.model} {reason}", 503)
+        return self._engine
+
+    def _encode(self, engine: Engine, request: BackendRequest) -> list[int]:
+        try:
+            if request.kind == "chat":
+                return engine.encode_chat(_text_messages(request.messages or []))
+            return engine.encode_prompt(request.prompt or "")
+        except InvalidRequest as exc:
+            raise BackendError(str(exc), 400, param=exc.param or "messages") from None
+
+    def _sampling_params(self, params: dict[str, Any], prompt_tokens: int) -> SamplingParams:
+        for field, value in params.items():
+            if field in _SAMPLING or field in _IGNORED:
+                continue
+            if field not in _UNSUPPORTED:  # what OpenAI itself answers for an unknown field
+                raise BackendError(f"Unrecognized request argument supplied: {field}", 400, param=field,
+                                   code="unrecognized_parameter")
+            if _UNSUPPORTED[field](value):
+                raise BackendError(f"'{field}' is not supported by the embedded engine serving {self.model}",
+                                   400, param=field, code="unsupported_parameter")
+        context = self.context_length or prompt_tokens + 1
+        max_tokens = params.get("max_completion_tokens") or params.get("max_tokens")
+        if max_tokens is None:  # OpenAI/vLLM default: whatever the context leaves
+            max_tokens = max(1, context - prompt_tokens)
+        if prompt_tokens + max_tokens > context:
+            raise BackendError(context_length_message(context, prompt_tokens, max_tokens), 400,
+                               param="messages", code="context_length_exceeded")
+        stop = params.get("stop") or ()
+        sampling = SamplingParams(
+            max_tokens=int(max_tokens),
+            temperature=float(params.get("temperature", 1.0)),
+            top_p=float(params.get("top_p", 1.0)),
+            seed=params.get("seed"),
+            stop=(stop,) if isinstance(stop, str) else tuple(stop),
+        )
+        try:
+            sampling.validate()
+        except InvalidRequest as exc:
+            raise BackendError(str(exc), 400, param=exc.param) from None
+        return sampling
+
+
+def _text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flatten typed content parts to strings; refuse non-text parts (images, audio)."""
+    flat = []
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if not isinstance(part, dict) or part.get("type") != "text":
+                    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                    raise BackendError(f"content parts of type {kind!r} are not supported here",
+                                       400, param=f"messages[{index}].content", code="unsupported_parameter")
+            content = "".join(part.get("text", "") for part in content)
+        flat.append({**message, "content": content if content is not None else ""})
+    return flat
+
+
+def _to_event(delta: Delta) -> StreamEvent:
+    usage = None
+    if delta.usage is not None:
+        counts = delta.usage
+        usage = {"prompt_tokens": counts.prompt_tokens, "completion_tokens": counts.completion_tokens,
+                 "total_tokens": counts.total_tokens}
+    finish = "stop" if delta.finish_reason == "abort" else delta.finish_reason
+    return StreamEvent(text=delta.text, finish_reason=finish, usage=usage)
+
+
+def _code_for(exc: InvalidRequest) -> str | None:
+    return "context_length_exceeded" if "context" in str(exc).lower() else None
+
+
+async def _as_generator(iterator: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    """Closing this closes the engine's iterator too, which frees the engine slot."""
+    try:
+        async for item in iterator:
+            yield item
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()

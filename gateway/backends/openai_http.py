@@ -1,0 +1,195 @@
+"""Backend for any OpenAI-compatible server (vLLM, llama.cpp, Ollama, another turnout).
+
+Always streams upstream (non-streaming responses are assembled by the gateway), through one pooled
+`httpx.AsyncClient` per deployment. Fields the gateway does not understand are passed through.
+Upstream 4xx keep their status and message; 5xx and connection failures become 502 (503 stays
+503 so clients still back off); timeouts become 504. Closing the stream closes the upstream
+response, which makes vLLM abort the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from gateway.backends.base import BackendError
+from gateway.config import DeploymentConfig
+from gateway.types import BackendRequest, RequestKind, StreamEvent
+
+READY_TIMEOUT_S = 2.0
+
+
+class OpenAIHTTPBackend:
+    def __init__(self, deployment: DeploymentConfig):
+        assert deployment.url is not None
+        self.name = f"openai:{deployment.model}@{deployment.url}"
+        self.model = deployment.model
+        self.context_length = deployment.context_length
+        self.url = deployment.url.rstrip("/")
+        self.deployment = deployment
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        d = self.deployment
+        headers = {"Authorization": f"Bearer {d.api_key}"} if d.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(d.timeout_s, connect=d.connect_timeout_s, pool=d.connect_timeout_s),
+            limits=httpx.Limits(max_connections=d.max_connections,
+                                max_keepalive_connections=d.max_connections),
+        )
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def ready(self) -> bool:
+        if self._client is None:
+            return False
+        try:
+            response = await self._client.get("/models", timeout=READY_TIMEOUT_S)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def count_prompt_tokens(self, request: BackendRequest) -> int | None:
+        return None
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[StreamEvent]:
+        if self._client is None:
+            raise BackendError(f"backend {self.name} is not started", 503)
+        path = "/chat/completions" if request.kind == "chat" else "/completions"
+        body = upstream_body(request, self.model)
+        first_byte = self.deployment.first_byte_timeout_s or self.deployment.timeout_s
+        try:
+            async with asyncio.timeout(first_byte):
+                upstream = self._client.build_request("POST", path, json=body)
+                response = await self._client.send(upstream, stream=True)
+        except TimeoutError:
+            raise BackendError(f"upstream {self.name} sent no response within {first_byte:g}s", 504) from None
+        except httpx.HTTPError as exc:
+            raise _transport_error(self.name, exc) from None
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise _status_error(self.name, response)
+            lines = response.aiter_lines()
+            async for event in events_from_chunks(request.kind, _sse_payloads(lines)):
+                yield event
+        except httpx.HTTPError as exc:
+            raise _transport_error(self.name, exc) from None
+        except ValueError as exc:
+            raise BackendError(f"upstream {self.name} sent malformed JSON: {exc}", 502) from None
+        finally:
+            await response.aclose()
+
+
+def upstream_body(request: BackendRequest, model: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, **request.params}
+    if request.kind == "chat":
+        body["messages"] = request.messages
+    else:
+        body["prompt"] = request.prompt
+    body["stream"] = True
+    body["stream_options"] = {"include_usage": True}
+    return body
+
+
+async def _sse_payloads(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """JSON payloads of `data:` events until `[DONE]`; an upstream error event raises."""
+    data: list[str] = []
+    async for line in lines:
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip())
+            continue
+        if line or not data:
+            continue  # comments, event:/id: fields, keep-alive blank lines
+        payload, data = "\n".join(data), []
+        if payload == "[DONE]":
+            return
+        chunk = json.loads(payload)
+        if "error" in chunk:
+            raise _error_from_body(chunk, 502)
+        yield chunk
+
+
+async def events_from_chunks(kind: RequestKind,
+                             chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[StreamEvent]:
+    """OpenAI stream chunks → StreamEvents. Delta fields other than role/content ride in `extra`;
+    a choice index other than 0 and choice-level logprobs ride there too, as `index` / `logprobs`.
+    A finish event is held back so the trailing usage-only chunk can be merged into it."""
+    held: StreamEvent | None = None
+    usage: dict[str, Any] | None = None
+    async for chunk in chunks:
+        for choice in chunk.get("choices") or []:
+            event = _event_from_choice(kind, choice)
+            if event is None:
+                continue
+            if held is not None:
+                yield held
+                held = None
+            if event.finish_reason is not None:
+                held = event
+            else:
+                yield event
+        usage = chunk.get("usage") or usage
+    if held is None and usage is None:
+        raise BackendError("upstream stream ended without a finish_reason", 502)
+    if held is None:
+        held = StreamEvent(finish_reason="stop")
+    held.usage = usage
+    yield held
+
+
+def _event_from_choice(kind: RequestKind, choice: dict[str, Any]) -> StreamEvent | None:
+    if kind == "chat":
+        delta = dict(choice.get("delta") or {})
+        text = delta.pop("content", None) or ""
+        delta.pop("role", None)
+        extra = {key: value for key, value in delta.items() if value not in (None, {}, [])}
+    else:
+        text = choice.get("text") or ""
+        extra = {}
+    if choice.get("index"):
+        extra["index"] = choice["index"]
+    if choice.get("logprobs"):
+        extra["logprobs"] = choice["logprobs"]
+    finish = choice.get("finish_reason")
+    if not text and not extra and finish is None:
+        return None
+    return StreamEvent(text=text, finish_reason=finish, extra=extra or None)
+
+
+def _status_error(name: str, response: httpx.Response) -> BackendError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": {"message": response.text[:500] or response.reason_phrase}}
+    status = response.status_code
+    if status < 500:
+        return _error_from_body(body, status)
+    error = _error_from_body(body, 503 if status == 503 else 502)
+    error.args = (f"upstream {name} failed with {status}: {error}",)
+    return error
+
+
+def _error_from_body(body: Any, status: int) -> BackendError:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return BackendError(str(error.get("message") or "upstream error"), status,
+                            param=error.get("param"), code=error.get("code") and str(error.get("code")))
+    if isinstance(body, dict) and ("detail" in body or "message" in body):  # FastAPI / Ollama shapes
+        return BackendError(str(body.get("detail") or body.get("message")), status)
+    return BackendError(str(error or body), status)
+
+
+def _transport_error(name: str, exc: httpx.HTTPError) -> BackendError:
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendError(f"upstream {name} timed out ({type(exc).__name__})", 504)
+    return BackendError(f"upstream {name} unreachable: {type(exc).__name__}: {exc}", 502)

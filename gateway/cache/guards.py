@@ -1,0 +1,277 @@
+"""Cheap lexical checks that veto a semantic hit the embedding similarity alone would allow.
+
+Sentence embeddings put "enable X" next to "disable X", and "5 km" next to "50 km": these are the
+false hits that hurt, because the cached answer is confidently wrong. Each guard compares the new
+prompt with the cached prompt and names the mismatch, or says nothing. They are deliberately strict:
+a vetoed paraphrase costs one backend call, a wrong answer costs trust.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from functools import lru_cache
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
+_NUMBER = re.compile(r"(?<![A-Za-z\d.])-?\d+(?:[.,]\d+)*")
+_QUOTED = re.compile(r"`([^`]+)`|\"([^\"]+)\"|(?<!\w)'([^'\s][^']*[^'\s])'(?!\w)")
+_ABBREVIATION = re.compile(r"(?:[a-z]\.)+[a-z]?")
+_IDENTIFIER = re.compile(
+    r"(?<![\w.])\w+(?:[./]\w+)+|\b\w+_\w+\b|\b[a-z]+[A-Z]\w*\b|\b(?=\w*\d)(?=\w*[A-Za-z])\w+\b")
+_DIRECTION = re.compile(
+    r"\b(\w+)\s+(?:to|into|->|→)\s+(?:(?:a|an|the|my|your|its)\s+)?(\w+)", re.IGNORECASE)
+_CAUSE = re.compile(r"\bwhat (?:makes|made|causes|caused)\b|\breasons?\b")
+_CAMEL_HUMP = re.compile(r"(?<=[a-z])(?=[A-Z])|-")
+
+NUMBER_WORDS = {
+    "zero": "0", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
+    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13",
+    "fourteen": "14", "fifteen": "15", "sixteen": "16", "seventeen": "17", "eighteen": "18",
+    "nineteen": "19", "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60",
+    "seventy": "70", "eighty": "80", "ninety": "90", "hundred": "100", "thousand": "1000",
+    "million": "1000000", "billion": "1000000000", "dozen": "12", "half": "0.5",
+}
+"""Spelled-out numbers normalised to digits. "one" is left out: it is far more often a pronoun (and
+"single", "double" are more often idioms)."""
+
+NEGATIONS = frozenset({
+    "not", "no", "never", "without", "none", "nobody", "nothing", "neither", "nor", "cannot", "nowhere",
+    "excluding", "unless",
+})
+"""("except" is left out: in a coding gateway it is mostly Python's keyword.)"""
+
+ANTONYMS: tuple[tuple[str, str], ...] = (
+    ("on", "off"), ("enable", "disable"), ("enabled", "disabled"), ("increase", "decrease"),
+    ("add", "remove"), ("add", "delete"), ("create", "delete"), ("create", "destroy"), ("insert", "delete"),
+    ("encrypt", "decrypt"), ("encode", "decode"), ("compress", "decompress"), ("zip", "unzip"),
+    ("serialize", "deserialize"), ("install", "uninstall"), ("mount", "unmount"), ("lock", "unlock"),
+    ("connect", "disconnect"), ("subscribe", "unsubscribe"), ("follow", "unfollow"), ("show", "hide"),
+    ("before", "after"), ("above", "below"), ("over", "under"), ("inside", "outside"), ("min", "max"),
+    ("minimum", "maximum"), ("minimize", "maximize"), ("more", "less"), ("more", "fewer"), ("most", "least"),
+    ("buy", "sell"), ("import", "export"), ("upload", "download"), ("start", "stop"), ("open", "close"),
+    ("push", "pull"), ("ascending", "descending"), ("first", "last"), ("largest", "smallest"),
+    ("biggest", "smallest"), ("highest", "lowest"), ("longest", "shortest"), ("oldest", "newest"),
+    ("upper", "lower"), ("uppercase", "lowercase"), ("left", "right"), ("true", "false"), ("win", "lose"),
+    ("input", "output"), ("hot", "cold"), ("best", "worst"), ("fastest", "slowest"), ("faster", "slower"),
+    ("cheapest", "expensive"), ("cheap", "expensive"), ("allow", "block"), ("allow", "deny"),
+    ("accept", "reject"), ("send", "receive"), ("read", "write"), ("client", "server"), ("merge", "split"),
+    ("join", "split"), ("rise", "fall"), ("gain", "lose"), ("gain", "loss"), ("profit", "loss"),
+    ("positive", "negative"), ("early", "late"), ("earlier", "later"),
+    ("synchronous", "asynchronous"), ("sync", "async"), ("public", "private"), ("pros", "cons"),
+    ("advantages", "disadvantages"), ("benefits", "drawbacks"), ("legal", "illegal"), ("safe", "unsafe"),
+    ("valid", "invalid"), ("visible", "invisible"), ("with", "without"), ("include", "exclude"),
+    ("increment", "decrement"), ("expand", "collapse"), ("attach", "detach"), ("freeze", "unfreeze"),
+    ("pause", "resume"), ("approve", "reject"), ("hire", "fire"), ("arrive", "depart"), ("north", "south"),
+    ("east", "west"), ("up", "down"), ("male", "female"), ("day", "night"),
+    ("summer", "winter"), ("morning", "evening"), ("prefix", "suffix"), ("head", "tail"), ("top", "bottom"),
+    ("sunrise", "sunset"), ("wet", "dry"), ("heavy", "light"), ("strong", "weak"), ("rich", "poor"),
+    ("happy", "sad"), ("love", "hate"), ("agree", "disagree"), ("like", "dislike"),
+    ("vertical", "horizontal"), ("horizontally", "vertically"), ("row", "column"), ("local", "remote"),
+    ("internal", "external"), ("ipv4", "ipv6"), ("http", "https"), ("tcp", "udp"), ("get", "post"),
+    ("frontend", "backend"), ("lend", "borrow"), ("teach", "learn"), ("give", "take"),
+)
+"""Opposite words (compared after stemming): one in the new prompt and only its opposite in the
+cached one means the question was turned around."""
+
+AUXILIARIES = frozenset({
+    "is", "are", "was", "were", "am", "do", "does", "did", "can", "could", "should", "would", "will", "shall",
+    "has", "have", "may", "might", "must",
+})
+
+STOP_CAPITALISED = frozenset({"i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "please", "hi", "hello"})
+
+_FUNCTION_WORDS_TEXT = """
+a an the this that these those some any each every all of to in on at by for with from into onto about as
+and or but if then so than too very just also only own same such
+i me my mine we us our you your yours he him his she her it its they them their what which who whom whose
+when where why how whether is am are was were be been being do does did doing done have has had having
+can could should would will shall may might must let let's what's how's it's i'm
+way ways best good right proper correct simplest easiest possible please thanks tell explain show give
+describe know want need like get make use using used
+"""
+FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split()) - {word for pair in ANTONYMS for word in pair}
+"""Words that do not say what a question is about, for the substitution guard. Words with an
+opposite (on/off, get/post, …) stay content words."""
+
+
+def stem(word: str) -> str:
+    """Crude suffix stripping, applied to both sides alike: enough to make enable/enables/enabled
+    and enabling one word for the guards."""
+    word = word.lower().replace("’", "'")
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    if word.endswith("e") and len(word) > 3:
+        word = word[:-1]
+    return word
+
+
+_ANTONYM_STEMS = tuple((stem(a), stem(b)) for a, b in ANTONYMS)
+
+
+@lru_cache(maxsize=4096)
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(match.group(0) for match in _WORD.finditer(text))
+
+
+@lru_cache(maxsize=4096)
+def _stems(text: str) -> frozenset[str]:
+    return frozenset(stem(word) for word in _words(text))
+
+
+def numbers(text: str) -> frozenset[str]:
+    """Every number in the text, digits or words, normalised ("1,000" = "1000", "five" = "5")."""
+    found = set()
+    for match in _NUMBER.finditer(text):
+        raw = match.group(0).lstrip("+")
+        compact = raw.replace(",", "") if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+", raw) else raw
+        try:
+            value = float(compact.replace(",", "."))
+            found.add(f"{value:g}")
+        except ValueError:
+            found.add(compact)
+    for word in _words(text):
+        if (digits := NUMBER_WORDS.get(word.lower())) is not None:
+            found.add(f"{float(digits):g}")
+    return frozenset(found)
+
+
+def is_negated(text: str) -> bool:
+    words = [word.lower().replace("’", "'") for word in _words(text)]
+    return any(word in NEGATIONS or word.endswith("n't") for word in words)
+
+
+def entities(text: str) -> frozenset[str]:
+    """Names and identifiers: capitalised words not opening a sentence, acronyms, code-like tokens
+    (snake_case, dotted.names, camelCase, v2) and quoted strings; all lower-cased."""
+    found = set()
+    for match in _WORD.finditer(text):
+        word = match.group(0)
+        if not word[0].isupper() or word.lower() in STOP_CAPITALISED:
+            continue
+        if not _opens_sentence(text, match.start()) or (len(word) > 1 and word.isupper()):
+            found.add(re.sub(r"['’]s$", "", word.lower()))
+    for match in _IDENTIFIER.finditer(text):
+        if not _ABBREVIATION.fullmatch(token := match.group(0).lower()):
+            found.add(token)
+    for match in _QUOTED.finditer(text):
+        found.add(next(group for group in match.groups() if group).lower())
+    return frozenset(found)
+
+
+def _opens_sentence(text: str, start: int) -> bool:
+    before = text[:start].rstrip(" \t\"'(“‘*#-")
+    return not before or before[-1] in ".!?:;\n"
+
+
+def _contains(text: str, entity: str) -> bool:
+    """`entity` occurs as a word, or is an initialism of words there (AI = artificial intelligence,
+    JS = JavaScript)."""
+    return (re.search(rf"(?<!\w){re.escape(entity)}(?!\w)", text, re.IGNORECASE) is not None
+            or entity in _initialisms(text))
+
+
+@lru_cache(maxsize=4096)
+def _initialisms(text: str) -> frozenset[str]:
+    """Initial letters of every run of 2 to 5 consecutive words (camelCase humps count as words)."""
+    parts = [part for word in _words(text) for part in _CAMEL_HUMP.split(word) if part]
+    initials = "".join(part[0].lower() for part in parts)
+    return frozenset(initials[i : i + n] for n in range(2, 6) for i in range(len(initials) - n + 1))
+
+
+def number_mismatch(query: str, cached: str) -> str | None:
+    return "numbers" if numbers(query) != numbers(cached) else None
+
+
+def negation_mismatch(query: str, cached: str) -> str | None:
+    return "negation" if is_negated(query) != is_negated(cached) else None
+
+
+def antonym_mismatch(query: str, cached: str) -> str | None:
+    query_stems, cached_stems = _stems(query), _stems(cached)
+    for a, b in _ANTONYM_STEMS:
+        query_a, query_b = a in query_stems, b in query_stems
+        cached_a, cached_b = a in cached_stems, b in cached_stems
+        if (query_a and not query_b and cached_b and not cached_a) or (
+            query_b and not query_a and cached_a and not cached_b
+        ):
+            return f"opposite:{a}/{b}"
+    return None
+
+
+def entity_mismatch(query: str, cached: str) -> str | None:
+    """Every name on either side must appear (case-insensitively) on the other."""
+    for source, other in ((query, cached), (cached, query)):
+        for entity in entities(source):
+            if not _contains(other, entity):
+                return f"entity:{entity}"
+    return None
+
+
+def direction_mismatch(query: str, cached: str) -> str | None:
+    """"X to Y" in one prompt and "Y to X" in the other: a conversion or translation turned around."""
+    query_pairs = {(a.lower(), b.lower()) for a, b in _DIRECTION.findall(query)}
+    cached_pairs = {(a.lower(), b.lower()) for a, b in _DIRECTION.findall(cached)}
+    reversed_pairs = {(b, a) for a, b in cached_pairs if a != b}
+    return "direction" if query_pairs & reversed_pairs else None
+
+
+def content_words(text: str) -> tuple[str, ...]:
+    """The stems of the words that carry meaning, in order."""
+    lowered = (word.lower().replace("’", "'") for word in _words(text))
+    return tuple(stem(word) for word in lowered if word not in FUNCTION_WORDS and not word.endswith("n't"))
+
+
+def substitution_mismatch(query: str, cached: str) -> str | None:
+    """The same sentence with one content word swapped ("area"/"circumference" of a circle,
+    "tuple"/"set"): the swapped word is what the question is about. `veto` applies it only below
+    SYNONYM_SIMILARITY, where the encoder does not see the swap as a synonym."""
+    query_words, cached_words = content_words(query), content_words(cached)
+    opcodes = difflib.SequenceMatcher(a=query_words, b=cached_words, autojunk=False).get_opcodes()
+    changes = [op for op in opcodes if op[0] != "equal"]
+    swaps = [op for op in changes if op[0] == "replace" and op[2] - op[1] == 1 and op[4] - op[3] == 1]
+    unchanged = sum(i2 - i1 for tag, i1, i2, _, _ in opcodes if tag == "equal")
+    changed = sum(max(i2 - i1, j2 - j1) for _, i1, i2, j1, j2 in changes)
+    if len(changes) <= 2 and swaps and unchanged >= max(changed, 1):
+        _, i1, _, j1, _ = swaps[0]
+        return f"substitution:{query_words[i1]}/{cached_words[j1]}"
+    return None
+
+
+def intent(text: str) -> str:
+    """A coarse question type: asking for a cause, a yes/no question, or anything else."""
+    words = [word.lower() for word in _words(text)]
+    if "why" in words or _CAUSE.search(" ".join(words)):
+        return "cause"
+    if words and words[0] in AUXILIARIES and not (len(words) > 1 and words[1] == "you"):
+        return "yes-no"  # "Is it bad to …?", not "Can you explain …?"
+    return "other"
+
+
+def intent_mismatch(query: str, cached: str) -> str | None:
+    """"How do I get rid of X" is not answered by "Why do I have X", nor by "Is X bad?"."""
+    query_intent, cached_intent = intent(query), intent(cached)
+    return f"intent:{query_intent}/{cached_intent}" if query_intent != cached_intent else None
+
+
+GUARDS: tuple[Callable[[str, str], str | None], ...] = (
+    number_mismatch, negation_mismatch, antonym_mismatch, entity_mismatch, direction_mismatch,
+    intent_mismatch,
+)
+
+SYNONYM_SIMILARITY = 0.90
+"""Above this cosine similarity a one-word swap is the encoder recognising a synonym (tall/height,
+say/translate); below it, the swap tends to be a different question (tuple/set, flu/cold)."""
+
+
+def veto(query: str, cached: str, similarity: float | None = None) -> str | None:
+    """The first reason the cached prompt must not answer the query, or None if all guards pass.
+    `similarity` (cosine of the two prompts' embeddings) tunes the substitution guard."""
+    for guard in GUARDS:
+        if (reason := guard(query, cached)) is not None:
+            return reason
+    if similarity is None or similarity < SYNONYM_SIMILARITY:
+        return substitution_mismatch(query, cached)
+    return None

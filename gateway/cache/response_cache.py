@@ -1,0 +1,444 @@
+"""The response cache the gateway pipeline talks to: exact and semantic lookups, store, single-flight.
+
+Redis is an optimisation, never a dependency of a request: every call goes through `RedisGuard`
+(deadline + circuit breaker) and a failure becomes status "bypass". Usage by the pipeline:
+
+    lookup = await cache.lookup(tenant, request, embedding, mode)   # or lookup_exact, then _semantic
+    if lookup.events is not None:
+        return replay(lookup.events)
+    async with cache.single_flight(lookup.key) as flight:
+        if flight.events is not None:                               # an identical request answered
+            return replay(flight.events)
+        events = ...stream from the backend, teeing into a list...
+        await cache.store(tenant, request, embedding, events, mode=mode)
+        flight.publish(events)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, ParamSpec, TypeVar
+
+import numpy as np
+from redis.asyncio import ConnectionPool, Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
+from redis.retry import Retry
+
+from gateway.cache import codec, guards
+from gateway.cache.breaker import CircuitBreaker
+from gateway.cache.config import CacheConfig
+from gateway.cache.guard import CacheUnavailable, RedisGuard
+from gateway.cache.keys import (
+    TenantKeys,
+    canonical_request,
+    digest,
+    is_deterministic,
+    lock_key,
+    semantic_scope,
+    semantic_text,
+)
+from gateway.cache.policy import CacheMode
+from gateway.cache.redis_server import EmbeddedRedis
+from gateway.cache.single_flight import Flight, SingleFlight
+from gateway.cache.vector_index import EMBEDDING_DIM, Neighbour, VectorIndex
+from gateway.types import BackendRequest, StreamEvent
+
+log = logging.getLogger(__name__)
+
+CacheStatus = Literal["hit", "semantic-hit", "miss", "bypass"]
+
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class CacheLookup:
+    """Outcome of a lookup. `key` is where this request's response will be stored: None when it won't
+    be (caching disabled, a nondeterministic request, `no-store`); pass it to `single_flight`.
+    `reason` says why a lookup was bypassed or which guard vetoed the nearest semantic candidate."""
+
+    status: CacheStatus
+    key: str | None = None
+    events: list[StreamEvent] | None = None
+    similarity: float | None = None
+    reason: str | None = None
+    model: str | None = None
+    created: int | None = None
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def fail_open(fallback: Callable[[], T]) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """A bug in the cache must never fail a request: log it and answer `fallback()` instead."""
+
+    def decorate(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(method)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return await method(*args, **kwargs)
+            except Exception:
+                log.exception("response cache failed in %s; serving without it", method.__name__)
+                return fallback()
+
+        return guarded
+
+    return decorate
+
+
+def _internal_error() -> CacheLookup:
+    return CacheLookup("bypass", reason="internal-error")
+
+
+def _nothing() -> Any:
+    return None
+
+
+def _not_stored() -> bool:
+    return False
+
+
+def redis_client(config: CacheConfig, url: str) -> Redis:
+    """An async client whose every command fails fast: short socket timeouts, one immediate retry
+    (a pooled connection may be stale after a Redis restart), and a bounded pool that refuses rather
+    than queues when full (a blocking pool starves its waiters under load: bench/cache/RESULTS.md)."""
+    pool = ConnectionPool.from_url(
+        url,
+        max_connections=config.max_connections,
+        socket_timeout=config.socket_timeout_ms / 1000,
+        socket_connect_timeout=config.connect_timeout_ms / 1000,
+        retry=Retry(NoBackoff(), retries=1),
+    )
+    return Redis(connection_pool=pool)
+
+
+class ResponseCache:
+    def __init__(
+        self, config: CacheConfig, redis_client: Redis | None, *, embedded: EmbeddedRedis | None = None
+    ) -> None:
+        self.config = config
+        self.redis = redis_client
+        self.embedded = embedded
+        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s)
+        self._guard = RedisGuard(self.breaker, config.operation_timeout_ms / 1000)
+        self._flights = SingleFlight(config.single_flight_wait_s)
+        self._index = VectorIndex(config.vector_quantization, config.semantic_candidates)
+        self._vector_sets: bool | None = None  # learnt on first use: does this Redis have VADD/VSIM?
+        self.stats: Counter[str] = Counter()
+
+    @classmethod
+    async def open(cls, config: CacheConfig) -> ResponseCache:
+        """Connect to `config.redis_url`, or start an embedded redis-server when it is None."""
+        if not config.enabled:
+            return cls(config, None)
+        embedded = None
+        url = config.redis_url
+        if url is None:
+            embedded = EmbeddedRedis(config.embedded)
+            await embedded.start()
+            url = embedded.url
+        return cls(config, redis_client(config, url), embedded=embedded)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.embedded is not None:
+            await self.embedded.close()
+
+    async def health(self) -> bool:
+        """PING Redis, even while the breaker is open; a success closes the breaker."""
+        if self.redis is None:
+            return False
+        try:
+            return bool(await self._guard.run(self.redis.ping, probe=True))
+        except CacheUnavailable:
+            return False
+
+    # keys ------------------------------------------------------------------------------------------
+
+    def cacheable(self, request: BackendRequest) -> bool:
+        return self.config.cache_nondeterministic or is_deterministic(request)
+
+    def key_for(self, tenant: str, request: BackendRequest) -> str:
+        return TenantKeys.for_tenant(tenant).entry(digest(canonical_request(request)))
+
+    def vector_keys(self, tenant: str, request: BackendRequest) -> tuple[str, str]:
+        """The vector set and expiry index of the request's semantic scope."""
+        keys = TenantKeys.for_tenant(tenant)
+        scope_id = f"{digest(semantic_scope(request))}:{self.config.vector_quantization}"
+        return keys.vectors(scope_id), keys.expiries(scope_id)
+
+    def _semantic_text(self, request: BackendRequest, embedding: np.ndarray | None) -> str | None:
+        """The text to compare, when this request may use the semantic cache at all."""
+        if embedding is None or not self.config.semantic_enabled or self._vector_sets is False:
+            return None
+        if np.asarray(embedding).size != EMBEDDING_DIM:
+            log.warning("ignoring an embedding of %d values (expected %d)", np.asarray(embedding).size,
+                        EMBEDDING_DIM)
+            return None
+        text = semantic_text(request)
+        if not text or len(text) > self.config.semantic_max_prompt_chars:
+            return None
+        return text
+
+    # lookups ---------------------------------------------------------------------------------------
+
+    def _result(self, step: str, lookup: CacheLookup) -> CacheLookup:
+        self.stats[f"{step}:{lookup.reason if lookup.status == 'bypass' else lookup.status}"] += 1
+        return lookup
+
+    def _precheck(self, tenant: str, request: BackendRequest, mode: CacheMode) -> CacheLookup | str:
+        """The bypass that applies before Redis is asked, or the request's key."""
+        if self.redis is None:
+            return CacheLookup("bypass", reason="disabled")
+        if not self.cacheable(request):
+            return CacheLookup("bypass", reason="nondeterministic")
+        key = self.key_for(tenant, request)
+        if mode != "use":
+            return CacheLookup("bypass", key=key if mode == "bypass" else None, reason=mode)
+        return key
+
+    async def lookup(
+        self, tenant: str, request: BackendRequest, embedding: np.ndarray | None = None,
+        mode: CacheMode = "use",
+    ) -> CacheLookup:
+        """Exact lookup, then (on an exact miss, given an embedding) semantic lookup."""
+        exact = await self.lookup_exact(tenant, request, mode)
+        if exact.status != "miss" or embedding is None:
+            return exact
+        return await self.lookup_semantic(tenant, request, embedding, mode)
+
+    @fail_open(_internal_error)
+    async def lookup_exact(
+        self, tenant: str, request: BackendRequest, mode: CacheMode = "use"
+    ) -> CacheLookup:
+        key = self._precheck(tenant, request, mode)
+        if isinstance(key, CacheLookup):
+            return self._result("exact", key)
+        assert self.redis is not None
+        redis = self.redis
+        try:
+            blob = await self._guard.run(lambda: redis.get(key))
+        except CacheUnavailable as exc:
+            return self._result("exact", CacheLookup("bypass", key=key, reason=exc.reason))
+        entry = self._decode(blob)
+        if entry is None:
+            return self._result("exact", CacheLookup("miss", key=key))
+        return self._result("exact", CacheLookup(
+            "hit", key=key, events=entry.events, model=entry.model, created=entry.created))
+
+    @fail_open(_internal_error)
+    async def lookup_semantic(
+        self, tenant: str, request: BackendRequest, embedding: np.ndarray, mode: CacheMode = "use",
+    ) -> CacheLookup:
+        """The nearest earlier prompt of the same scope, if similar enough and no guard vetoes it."""
+        key = self._precheck(tenant, request, mode)
+        if isinstance(key, CacheLookup):
+            return self._result("semantic", key)
+        text = self._semantic_text(request, embedding)
+        if text is None or not await self._has_vector_sets():
+            return self._result("semantic", CacheLookup("miss", key=key, reason="not-applicable"))
+        try:
+            neighbours = await self._neighbours(tenant, request, embedding)
+        except CacheUnavailable as exc:
+            return self._result("semantic", CacheLookup("bypass", key=key, reason=exc.reason))
+        veto = None
+        for neighbour in neighbours:
+            if neighbour.similarity < self.config.similarity_threshold:
+                break
+            if self.config.semantic_guards and (
+                veto := guards.veto(text, neighbour.prompt, neighbour.similarity)
+            ):
+                self.stats[f"vetoed:{veto.split(':')[0]}"] += 1
+                continue
+            entry = await self._fetch_entry(tenant, neighbour)
+            if entry is not None:
+                return self._result("semantic", CacheLookup(
+                    "semantic-hit", key=key, events=entry.events, similarity=neighbour.similarity,
+                    model=entry.model, created=entry.created))
+        return self._result("semantic", CacheLookup("miss", key=key, reason=veto and f"vetoed:{veto}"))
+
+    @fail_open(_nothing)
+    async def nearest(
+        self, tenant: str, request: BackendRequest, embedding: np.ndarray
+    ) -> tuple[list[StreamEvent], float] | None:
+        """The most similar cached response of the same scope, however similar, without guards: for a
+        retrieval drafter, whose proposals are verified by the model anyway."""
+        if self._semantic_text(request, embedding) is None or not await self._has_vector_sets():
+            return None
+        try:
+            for neighbour in await self._neighbours(tenant, request, embedding):
+                entry = await self._fetch_entry(tenant, neighbour)
+                if entry is not None:
+                    return entry.events, neighbour.similarity
+        except CacheUnavailable:
+            pass
+        return None
+
+    async def _neighbours(
+        self, tenant: str, request: BackendRequest, embedding: np.ndarray
+    ) -> list[Neighbour]:
+        assert self.redis is not None
+        vectors_key, _ = self.vector_keys(tenant, request)
+        redis = self.redis
+        return await self._guard.run(lambda: self._index.search(redis, vectors_key, embedding, time.time()))
+
+    async def _fetch_entry(self, tenant: str, neighbour: Neighbour) -> codec.CachedResponse | None:
+        assert self.redis is not None
+        redis = self.redis
+        entry_key = TenantKeys.for_tenant(tenant).entry(neighbour.element)
+        return self._decode(await self._guard.run(lambda: redis.get(entry_key)))
+
+    def _decode(self, blob: bytes | None) -> codec.CachedResponse | None:
+        if blob is None:
+            return None
+        try:
+            return codec.decode(blob)
+        except (ValueError, KeyError, TypeError) as exc:
+            self.stats["corrupt"] += 1
+            log.warning("unreadable cache entry ignored: %s", exc)
+            return None
+
+    async def _has_vector_sets(self) -> bool:
+        """Whether this Redis has vector sets (Redis >= 8): asked once; without them, exact caching only."""
+        if self._vector_sets is None:
+            assert self.redis is not None
+            redis = self.redis
+            try:
+                await self._guard.run(lambda: redis.execute_command("VCARD", "turnout:probe"))
+                self._vector_sets = True
+            except CacheUnavailable as exc:
+                if isinstance(exc.__cause__, ResponseError):
+                    log.warning("redis has no vector sets (needs Redis 8); semantic cache disabled")
+                    self._vector_sets = False
+                return False
+        return self._vector_sets
+
+    # store -----------------------------------------------------------------------------------------
+
+    @fail_open(_not_stored)
+    async def store(
+        self, tenant: str, request: BackendRequest, embedding: np.ndarray | None,
+        events: Sequence[StreamEvent], *, mode: CacheMode = "use", created: int | None = None,
+    ) -> bool:
+        """Store a completed response (and index it for semantic lookup). Returns whether it was stored;
+        incomplete, oversized, `no-store` and nondeterministic responses are not."""
+        if self.redis is None or mode == "no-store" or not self.cacheable(request):
+            return False
+        if not codec.is_complete(events):
+            self.stats["store-skipped:incomplete"] += 1
+            return False
+        try:
+            blob = codec.encode(request.model, created or int(time.time()), events)
+        except (TypeError, ValueError):  # an `extra` field that is not JSON
+            self.stats["store-skipped:unencodable"] += 1
+            return False
+        if len(blob) > self.config.max_entry_bytes:
+            self.stats["store-skipped:too-large"] += 1
+            return False
+        request_hash = digest(canonical_request(request))
+        text = self._semantic_text(request, embedding)
+        index = text is not None and await self._has_vector_sets()
+        redis = self.redis
+        ttl_s = self.config.ttl_s
+
+        async def write() -> None:
+            # one round trip, not a transaction: an entry briefly (or, if VADD fails, never) indexed is
+            # harmless, and MULTI would keep VADD's neighbour search on Redis's main thread
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.set(TenantKeys.for_tenant(tenant).entry(request_hash), blob, px=int(ttl_s * 1000))
+                if index:
+                    assert text is not None and embedding is not None
+                    vectors_key, expiries_key = self.vector_keys(tenant, request)
+                    self._index.queue_add(
+                        pipe, vectors_key, expiries_key, request_hash, embedding, text, time.time(), ttl_s)
+                await pipe.execute()
+
+        try:
+            await self._guard.run(write)
+        except CacheUnavailable:
+            self.stats["store-failed"] += 1
+            return False
+        self.stats["stored"] += 1
+        return True
+
+    # single-flight ---------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def single_flight(self, key: str | None) -> AsyncIterator[Flight]:
+        """Coalesce concurrent identical misses (see `single_flight.py`). Across replicas too when
+        `distributed_single_flight` is on: the replica holding a Redis lock calls, the others poll."""
+        if key is None or not self.config.single_flight or self.redis is None:
+            yield Flight()
+            return
+        async with self._flights.join(key) as flight:
+            if flight.leader and self.config.distributed_single_flight:
+                async with self._replica_lock(key, flight):
+                    yield flight
+            else:
+                if flight.events is not None:
+                    self.stats["coalesced"] += 1
+                yield flight
+
+    @contextlib.asynccontextmanager
+    async def _replica_lock(self, key: str, flight: Flight) -> AsyncIterator[None]:
+        assert self.redis is not None
+        redis, lock, token = self.redis, lock_key(key), secrets.token_hex(8)
+        try:
+            acquired = await self._guard.run(
+                lambda: redis.set(lock, token, nx=True, px=int(self.config.lock_ttl_s * 1000)))
+        except CacheUnavailable:
+            yield  # no Redis, no cross-replica coordination: call
+            return
+        if not acquired:
+            events = await self._wait_for_other_replica(key, lock)
+            if events is not None:
+                self.stats["coalesced"] += 1
+                flight.events = events
+                flight.publish(events)
+            yield
+            return
+        try:
+            yield
+        finally:
+            with contextlib.suppress(CacheUnavailable):
+                await self._guard.run(lambda: redis.eval(_RELEASE_LOCK, 1, lock, token))
+
+    async def _wait_for_other_replica(self, key: str, lock: str) -> list[StreamEvent] | None:
+        """Poll for the lock holder's entry; None when it gave up (lock gone, no entry) or took too long."""
+        assert self.redis is not None
+        self.stats["replica-wait"] += 1
+        redis = self.redis
+
+        async def poll() -> tuple[bytes | None, int]:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.exists(lock)
+                blob, locked = await pipe.execute()
+                return blob, locked
+
+        deadline = time.monotonic() + self.config.single_flight_wait_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(self.config.lock_poll_ms / 1000)
+            try:
+                blob, locked = await self._guard.run(poll)
+            except CacheUnavailable:
+                return None
+            entry = self._decode(blob)
+            if entry is not None:
+                return entry.events
+            if not locked:
+                return None
+        return None

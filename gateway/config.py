@@ -1,0 +1,282 @@
+"""turnout.yaml: one validated config object, loaded once at start and passed down.
+
+Loading is three steps, each with errors that name the offending key:
+YAML → `${ENV}` / `${ENV:-default}` interpolation of string values → pydantic validation.
+Only the caller (the CLI) decides which file to read; this module never looks at the environment
+except through the `environ` mapping it is handed for interpolation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from gateway.cache.config import CacheConfig
+from gateway.types import Tier
+
+TIERS: tuple[Tier, ...] = ("small", "large")
+
+
+class ConfigError(Exception):
+    """An invalid config; `errors` holds one `key.path: message` line per problem."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.source = source
+        self.errors = errors
+        super().__init__(f"invalid config {source}:\n" + "\n".join(f"  {line}" for line in errors))
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a config must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SpeculativeConfig(_Strict):
+    """The YAML face of drafters.config.SpeculativeConfig (which the embedded engine takes); for
+    remote deployments it documents how the server itself was started (vLLM's speculative-config)."""
+
+    method: Literal["none", "ngram", "draft_model", "ngram+draft_model", "eagle3"] = "none"
+    draft_model: str | None = None
+    num_speculative_tokens: int = Field(4, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _draft_model_named(self) -> SpeculativeConfig:
+        if ("draft_model" in self.method or self.method == "eagle3") and not self.draft_model:
+            raise ValueError(f"method {self.method} needs draft_model")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none"
+
+
+class DeploymentConfig(_Strict):
+    """One place a tier's model is served. `model` is both the public model id and the name sent
+    upstream (for litellm, the provider-prefixed name such as `openai/gpt-4o-mini`)."""
+
+    kind: Literal["embedded", "openai", "litellm"] = "embedded"
+    model: str
+    url: str | None = Field(None, validate_default=True)
+    api_key: str | None = None
+    timeout_s: float = Field(120.0, gt=0, description="read timeout between streamed bytes")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    first_byte_timeout_s: float | None = Field(None, gt=0, description="default: timeout_s")
+    max_connections: int = Field(100, ge=1)
+    max_batch_size: int = Field(8, ge=1)
+    max_waiting: int = Field(64, ge=0)
+    context_length: int | None = Field(None, ge=1)
+    speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _url_matches_kind(cls, url: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind")
+        if kind == "openai" and not url:
+            raise ValueError("field required for kind openai (the server's base URL, e.g. http://host:8000/v1)")
+        if kind == "embedded" and url:
+            raise ValueError("kind embedded runs in-process and takes no url")
+        return url
+
+
+    @model_validator(mode="after")
+    def _engine_can_speculate(self) -> DeploymentConfig:
+        if self.kind == "embedded" and self.speculative.method == "eagle3":
+            raise ValueError("speculative.method eagle3 runs in vLLM only; the embedded engine supports "
+                             "ngram and draft_model")
+        return self
+
+
+class TierConfig(_Strict):
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+
+
+class RuleCondition(_Strict):
+    """All given conditions must hold for the rule to match."""
+
+    regex: str | None = None
+    keywords: list[str] | None = None
+    api_keys: list[str] | None = None
+    min_prompt_tokens: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> RuleCondition:
+        if self.regex is None and not self.keywords and not self.api_keys and self.min_prompt_tokens is None:
+            raise ValueError("a rule needs at least one of regex, keywords, api_keys, min_prompt_tokens")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex does not compile: {exc}") from None
+        return self
+
+
+class RuleConfig(_Strict):
+    name: str
+    tier: Tier
+    when: RuleCondition
+
+
+class RoutingConfig(_Strict):
+    """`router`: a router_models name (default, length, random) or a path to trained weights;
+    `none` sends every `auto` request to the small tier. A score >= `threshold` goes large;
+    `strong_fraction` instead asks the router for the threshold sending that share of traffic large."""
+
+    router: str = "default"
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    strong_fraction: float | None = Field(None, ge=0.0, le=1.0)
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_cutoff(self) -> RoutingConfig:
+        if self.threshold is not None and self.strong_fraction is not None:
+            raise ValueError("give threshold or strong_fraction, not both")
+        return self
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    request_timeout_s: float = Field(600.0, gt=0, description="whole request, first byte to last")
+
+
+class TurnoutConfig(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    tiers: dict[Tier, TierConfig]
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    cache: CacheConfig | None = None  # absent: no cache step
+    models_aliases: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("tiers")
+    @classmethod
+    def _some_tier(cls, tiers: dict[Tier, TierConfig]) -> dict[Tier, TierConfig]:
+        if not tiers:
+            raise ValueError("needs at least one of small, large")
+        return tiers
+
+    @field_validator("models_aliases")
+    @classmethod
+    def _aliases_resolve(cls, aliases: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        tiers: dict[Tier, TierConfig] = info.data.get("tiers") or {}
+        known = {"auto", *TIERS, *(d.model for tier in tiers.values() for d in tier.deployments)}
+        for alias, target in aliases.items():
+            if target not in known:
+                raise ValueError(f"{alias}: {target!r} is not auto, a tier or a configured model id")
+        return aliases
+
+    def deployments(self) -> list[tuple[Tier, DeploymentConfig]]:
+        return [(tier, d) for tier, cfg in self.tiers.items() for d in cfg.deployments]
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def interpolate(node: Any, environ: Mapping[str, str], path: str = "") -> tuple[Any, list[str]]:
+    """Replace `${NAME}` / `${NAME:-default}` in every string value; returns (tree, errors)."""
+    errors: list[str] = []
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out[key], errs = interpolate(value, environ, _join(path, str(key)))
+            errors += errs
+        return out, errors
+    if isinstance(node, list):
+        items = []
+        for index, value in enumerate(node):
+            item, errs = interpolate(value, environ, f"{path}[{index}]")
+            items.append(item)
+            errors += errs
+        return items, errors
+    if not isinstance(node, str):
+        return node, errors
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        errors.append(f"{path or '<root>'}: environment variable {name} is not set")
+        return ""
+
+    return _ENV_REF.sub(substitute, node), errors
+
+
+def parse_config(text: str, source: str = "<string>",
+                 environ: Mapping[str, str] | None = None) -> TurnoutConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["<root>: expected a mapping of keys (server, tiers, routing, …)"])
+    raw, errors = interpolate(raw, environ or {})
+    if errors:
+        raise ConfigError(source, errors)
+    try:
+        return TurnoutConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, format_validation_errors(exc)) from None
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> TurnoutConfig:
+    """Read `path`, or the embedded default config when `path` is None."""
+    if path is None:
+        text = resources.files("gateway").joinpath("default.yaml").read_text()
+        return parse_config(text, "gateway/default.yaml (built-in)", environ)
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read file: {exc.strerror}"]) from None
+    return parse_config(text, str(path), environ)
+
+
+def format_validation_errors(exc: ValidationError) -> list[str]:
+    """pydantic errors as `tiers.large.deployments[0].url: Field required`."""
+    lines = []
+    for error in exc.errors():
+        path = ""
+        for part in error["loc"]:
+            path = f"{path}[{part}]" if isinstance(part, int) else _join(path, str(part))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{path or '<root>'}: {message}")
+    return lines
+
+
+def summarize(config: TurnoutConfig) -> str:
+    """A few human lines for `turnout config check` and the startup log."""
+    lines = [f"server: {config.server.host}:{config.server.port}"]
+    for tier, deployment in config.deployments():
+        where = deployment.url or ("in-process" if deployment.kind == "embedded" else "provider default URL")
+        spec = f", speculative {deployment.speculative.method}" if deployment.speculative.enabled else ""
+        lines.append(f"{tier}: {deployment.model} ({deployment.kind}, {where}{spec})")
+    routing = config.routing
+    cutoff = (f"strong_fraction {routing.strong_fraction}" if routing.strong_fraction is not None
+              else f"threshold {routing.threshold if routing.threshold is not None else 'router default'}")
+    lines.append(f"routing: router {routing.router}, {cutoff}, {len(routing.rules)} rule(s)")
+    cache = config.cache
+    if cache is None or not cache.enabled:
+        lines.append("cache: off")
+    else:
+        semantic = "on" if cache.semantic_enabled else "off"
+        lines.append(f"cache: {cache.redis_url or 'embedded redis'}, semantic {semantic}")
+    if config.models_aliases:
+        lines.append("aliases: " + ", ".join(f"{a} -> {t}" for a, t in config.models_aliases.items()))
+    return "\n".join(lines)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

