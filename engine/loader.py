@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MAX_CONTEXT = 8192
+
+# transformers initialises models on the meta device through process-global state, so two loads in
+# parallel threads (two engines, or an engine and the router's encoder) corrupt each other: one lock.
+LOAD_LOCK = threading.RLock()
 
 
 @dataclass
@@ -25,9 +30,10 @@ def load_model(model_id: str, location: str, *, device: str | None = None,
     """`location` is a local directory or a Hugging Face repo id (resolved by engine.store)."""
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.float32 if target.type == "cpu" else torch.bfloat16
-    tokenizer = AutoTokenizer.from_pretrained(location)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, attn_implementation="sdpa")
-    model.to(target).eval()
+    with LOAD_LOCK:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, attn_implementation="sdpa")
+        model.to(target).eval()
     return LoadedModel(
         model_id=model_id,
         model=model,

@@ -17,7 +17,8 @@ from gateway.config import ConfigError, TurnoutConfig, load_config, summarize
 
 CONFIG_ENV = "TURNOUT_CONFIG"
 # Command groups other packages own (module → the command it adds); each exposes `register(subparsers)`.
-_MOUNTED = {"engine.cli": "models/engine", "router_models.cli": "router"}
+_MOUNTED = {"engine.cli": "models/engine", "router_models.cli": "router", "drafters.cli": "drafters",
+            "gateway.vllm_args": "vllm-args", "gateway.keys_cli": "keys"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,13 +12,16 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gateway.cache.config import CacheConfig
 from gateway.types import Tier
+
+if TYPE_CHECKING:
+    from drafters.config import SpeculativeConfig as EngineSpeculativeConfig
 
 TIERS: tuple[Tier, ...] = ("small", "large")
 
@@ -56,6 +59,31 @@ class SpeculativeConfig(_Strict):
     def enabled(self) -> bool:
         return self.method != "none"
 
+    def engine_config(self) -> EngineSpeculativeConfig:
+        """The engine's own config object (which `drafters.vllm` also reads); imports torch."""
+        from drafters.config import SpeculativeConfig as EngineSpeculativeConfig
+
+        return EngineSpeculativeConfig(method=self.method, draft_model=self.draft_model,
+                                       num_speculative_tokens=self.num_speculative_tokens)
+
+
+class HealthCheckConfig(_Strict):
+    """Background probe of a remote (kind openai) deployment; an unhealthy one gets no traffic while a
+    healthy replica is left. `path` resolves against `url` like a link: `models` → <url>/models,
+    `/health` → the server root's /health (vLLM), `/ready` for another turnout."""
+
+    path: str = "models"
+    interval_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(2.0, gt=0)
+
+
+class BreakerConfig(_Strict):
+    """Per-deployment circuit breaker: `failures` consecutive failed requests open it; after
+    `cooldown_s` one request probes it (half-open) and its outcome closes or reopens it."""
+
+    failures: int = Field(5, ge=1)
+    cooldown_s: float = Field(10.0, gt=0)
+
 
 class DeploymentConfig(_Strict):
     """One place a tier's model is served. `model` is both the public model id and the name sent
@@ -73,6 +101,12 @@ class DeploymentConfig(_Strict):
     max_waiting: int = Field(64, ge=0)
     context_length: int | None = Field(None, ge=1)
     speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
+    name: str | None = Field(None, description="id in x-turnout-deployment and /ready; default <tier>-<n>")
+    health: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    extra_args: list[str] = Field(default_factory=list,
+                                  description="more `vllm serve` flags (turnout vllm-args), e.g. "
+                                              "--tensor-parallel-size=2; the gateway ignores them")
 
     @field_validator("url")
     @classmethod
@@ -123,6 +157,15 @@ class RuleConfig(_Strict):
     when: RuleCondition
 
 
+class RetryConfig(_Strict):
+    """Retries before the first byte: each attempt goes to another replica of the tier, after a
+    jittered exponential backoff (`backoff_s`, doubling, at most `max_backoff_s`)."""
+
+    attempts: int = Field(3, ge=1, description="replicas tried per tier")
+    backoff_s: float = Field(0.05, ge=0)
+    max_backoff_s: float = Field(1.0, ge=0)
+
+
 class RoutingConfig(_Strict):
     """`router`: a router_models name (default, length, random) or a path to trained weights;
     `none` sends every `auto` request to the small tier. A score >= `threshold` goes large;
@@ -132,6 +175,9 @@ class RoutingConfig(_Strict):
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     strong_fraction: float | None = Field(None, ge=0.0, le=1.0)
     rules: list[RuleConfig] = Field(default_factory=list)
+    fallback: bool = Field(True, description="serve from the other tier when every replica of the chosen "
+                                             "one fails before the first byte")
+    retry: RetryConfig = Field(default_factory=RetryConfig)
 
     @model_validator(mode="after")
     def _one_cutoff(self) -> RoutingConfig:
@@ -146,12 +192,81 @@ class ServerConfig(_Strict):
     request_timeout_s: float = Field(600.0, gt=0, description="whole request, first byte to last")
 
 
+class KeyLimits(_Strict):
+    """Per-key quotas per limits window; None means unlimited."""
+
+    requests: int | None = Field(None, ge=0, description="requests per window")
+    tokens: int | None = Field(None, ge=0, description="prompt + completion tokens per window")
+
+
+class LimitsConfig(KeyLimits):
+    """Defaults for every key (a key's own `limits` override them), counted in Redis in fixed windows
+    so that every gateway replica sees the same counts. Enforced only when auth is on."""
+
+    window_s: float = Field(60.0, gt=0, description="window length: 60 makes the quotas per minute")
+
+
+class ApiKeyConfig(_Strict):
+    """One API key. Only the sha256 of the secret is stored: `turnout keys create` prints this entry."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = ""
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex sha256 of the secret")
+    prefix: str = Field("", description="the secret's first characters, to recognise it in listings")
+    tenant: str | None = Field(None, description="cache namespace shared by the tenant's keys; default: id")
+    tiers: list[Tier] | None = Field(None, description="tiers the key may use; None: all")
+    limits: KeyLimits | None = None
+    admin: bool = Field(False, description="sees every key's usage")
+    revoked: bool = False
+    created: str | None = Field(None, description="when the key was made (informational)")
+
+
+class AuthConfig(_Strict):
+    """API keys. Off: any bearer token is accepted and only separates cache namespaces."""
+
+    enabled: bool = False
+    keys_from: Literal["config", "redis"] = "config"
+    keys: list[ApiKeyConfig] = Field(default_factory=list)
+    redis_url: str | None = Field(None, description="keys, limits and usage; None: the cache's Redis")
+
+    @field_validator("keys")
+    @classmethod
+    def _unique(cls, keys: list[ApiKeyConfig]) -> list[ApiKeyConfig]:
+        for attribute in ("id", "sha256"):
+            values = [getattr(key, attribute) for key in keys]
+            if len(values) != len(set(values)):
+                raise ValueError(f"two keys share one {attribute}")
+        return keys
+
+
+class ModelPrice(_Strict):
+    input_per_1m: float = Field(ge=0, description="USD per million prompt tokens")
+    output_per_1m: float = Field(ge=0, description="USD per million completion tokens")
+
+
+class PricingConfig(_Strict):
+    """Per-model prices for cost estimates. Savings compare with sending every request to
+    `baseline_model` (default: the large tier's first model), which may be any priced model."""
+
+    models: dict[str, ModelPrice] = Field(default_factory=dict)
+    baseline_model: str | None = None
+
+
+class DashboardConfig(_Strict):
+    bucket_s: float = Field(60.0, gt=0, description="width of one point of the /dashboard charts")
+    buckets: int = Field(60, ge=2, description="points kept (a ring buffer in memory)")
+
+
 class TurnoutConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     tiers: dict[Tier, TierConfig]
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     cache: CacheConfig | None = None  # absent: no cache step
     models_aliases: dict[str, str] = Field(default_factory=dict)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     @field_validator("tiers")
     @classmethod
@@ -170,8 +285,32 @@ class TurnoutConfig(_Strict):
                 raise ValueError(f"{alias}: {target!r} is not auto, a tier or a configured model id")
         return aliases
 
+    @model_validator(mode="after")
+    def _state_has_a_redis(self) -> TurnoutConfig:
+        """Keys in Redis and quotas need a Redis: auth.redis_url, or the cache's."""
+        if self.state_redis_configured:
+            return self
+        if self.auth.enabled and self.auth.keys_from == "redis":
+            raise ValueError("auth.keys_from redis needs auth.redis_url or an enabled cache (its Redis)")
+        quotas = [self.limits, *(key.limits for key in self.auth.keys if key.limits)]
+        if self.auth.enabled and any(q.requests is not None or q.tokens is not None for q in quotas):
+            raise ValueError("limits are counted in Redis: set auth.redis_url or enable the cache")
+        return self
+
+    @property
+    def state_redis_configured(self) -> bool:
+        """Whether keys, limits and usage have a Redis (their own, or the cache's)."""
+        return self.auth.redis_url is not None or (self.cache is not None and self.cache.enabled)
+
     def deployments(self) -> list[tuple[Tier, DeploymentConfig]]:
         return [(tier, d) for tier, cfg in self.tiers.items() for d in cfg.deployments]
+
+    def baseline_model(self) -> str | None:
+        """The model savings are measured against: pricing.baseline_model, else the large tier's first."""
+        if self.pricing.baseline_model is not None:
+            return self.pricing.baseline_model
+        large = self.tiers.get("large")
+        return large.deployments[0].model if large else None
 
 
 # --- loading -----------------------------------------------------------------------------------

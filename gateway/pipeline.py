@@ -26,6 +26,7 @@ import numpy as np
 from gateway.backends.base import BackendError
 from gateway.cache import CacheLookup, CacheMode, ResponseCache, replay
 from gateway.errors import APIError
+from gateway.failover import Failover, Serving
 from gateway.policy import Policy, Route
 from gateway.types import BackendRequest, StreamEvent
 from router_models.encoder import BatchingEncoder
@@ -42,10 +43,14 @@ class RequestContext:
     api_key: str | None = None
     tier_header: str | None = None
     cache_mode: CacheMode = "use"
+    key_tenant: str | None = None  # the authenticated key's tenant (auth on)
 
     @property
     def tenant(self) -> str:
-        """Until auth lands: one namespace per API key, so two keys never share cache entries."""
+        """The cache namespace: the key's tenant when auth is on (a tenant's keys share entries), else
+        one namespace per bearer token, so two tokens never share cache entries."""
+        if self.key_tenant is not None:
+            return "tenant-" + self.key_tenant
         if not self.api_key:
             return "anonymous"
         return "key-" + hashlib.sha256(self.api_key.encode()).hexdigest()[:16]
@@ -66,6 +71,7 @@ class Pipeline:
     def __init__(self, policy: Policy, *, request_timeout_s: float, cache: ResponseCache | None = None,
                  encoder: BatchingEncoder | None = None):
         self.policy = policy
+        self.failover = Failover(policy.balancer, policy.routing.retry, fallback=policy.routing.fallback)
         self.request_timeout_s = request_timeout_s
         self.cache = cache
         self.encoder = encoder
@@ -96,24 +102,26 @@ class Pipeline:
         # 6. policy → tier and deployment.
         route = self.policy.route(request, tier_header=context.tier_header, api_key=context.api_key,
                                   embedding=embedding)
-        headers = route.headers()
 
-        # 7. serve: the backend gets the deployment's model name.
-        events = route.backend.stream(replace(request, model=route.backend.model))
+        # 7. serve from a replica that answers (retries and tier fallback before the first event;
+        #    gateway/failover.py), with, for retrieval drafting, the closest cached answer (speed
+        #    only: the model verifies every drafted token).
+        reference = await self._reference(tenant, asked, embedding, route)
+        serving = self.failover.serve(route, replace(request, reference=reference))
+        events = serving.events()
         # 8. tee to the cache writer (one backend call for concurrent identical misses).
-        if self.cache is not None and lookup is not None:
-            headers["x-turnout-cache"] = lookup.status
-            if lookup.key is not None:
-                events = self._through_cache(events, route, tenant, asked, embedding, lookup.key,
-                                             context.cache_mode)
+        if self.cache is not None and lookup is not None and lookup.key is not None:
+            events = self._through_cache(events, serving, tenant, asked, embedding, lookup.key, context.cache_mode)
 
-        # The first event must arrive before we answer, so a refusal becomes a status code.
+        # The first event must arrive before we answer, so a refusal becomes a status code; the
+        # headers name the deployment that answered, known only then.
         events = _until(deadline, events, self.request_timeout_s)
         try:
             first = await _first_event(events)
         except BackendError as exc:
-            raise APIError.from_backend(exc, headers=headers) from None
-        return Reply(model=route.backend.model, headers=headers, events=_prepend(first, events))
+            raise APIError.from_backend(exc, headers=_served_headers(serving.route, lookup)) from None
+        return Reply(model=serving.route.backend.model, headers=_served_headers(serving.route, lookup),
+                     events=_prepend(first, events))
 
     async def _embed(self, request: BackendRequest, *, semantic: bool) -> np.ndarray | None:
         if not (self.policy.needs_embedding or semantic):
@@ -124,7 +132,14 @@ class Pipeline:
             return None
         return await self.encoder.embed_one(request.prompt_text())
 
-    async def _through_cache(self, events: AsyncIterator[StreamEvent], route: Route, tenant: str,
+    async def _reference(self, tenant: str, asked: BackendRequest, embedding: np.ndarray | None,
+                         route: Route) -> str | None:
+        if self.cache is None or embedding is None or not (asked.speculative and route.backend.accepts_reference):
+            return None
+        nearest = await self.cache.nearest(tenant, asked, embedding)
+        return "".join(event.text for event in nearest[0]) if nearest else None
+
+    async def _through_cache(self, events: AsyncIterator[StreamEvent], serving: Serving, tenant: str,
                              asked: BackendRequest, embedding: np.ndarray | None, key: str,
                              mode: CacheMode) -> AsyncIterator[StreamEvent]:
         assert self.cache is not None
@@ -138,12 +153,19 @@ class Pipeline:
                 async for event in events:
                     collected.append(event)
                     yield event
-            stamped = _with_route(collected, route)
+            stamped = _with_route(collected, serving.route)
             flight.publish(stamped)
             await self.cache.store(tenant, asked, embedding, stamped, mode=mode)
 
 
 # --- cached replies ------------------------------------------------------------------------------
+
+def _served_headers(route: Route, lookup: CacheLookup | None) -> dict[str, str]:
+    headers = route.headers()
+    if lookup is not None:
+        headers["x-turnout-cache"] = lookup.status
+    return headers
+
 
 def _with_route(events: Sequence[StreamEvent], route: Route) -> list[StreamEvent]:
     """A copy of `events` whose last event records the route that produced them."""

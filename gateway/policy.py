@@ -8,11 +8,13 @@ Order of precedence, first match wins:
   5. the router's score vs the threshold     → router          (or no-router when routing is off)
 An `auto` prompt beyond both tiers' contexts is refused with 400 `context_length_exceeded`; a
 forced one is left to its backend, which refuses it the same way.
+
+Within the tier, the balancer picks the deployment (least outstanding requests, healthy first);
+the serve step (gateway/failover.py) may still move the request to another one if it fails.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from gateway.backends.base import Backend
+from gateway.balancer import Balancer, Replica
 from gateway.config import TIERS, RoutingConfig, RuleConfig, TurnoutConfig
 from gateway.errors import APIError, context_length_message, model_not_found
 from gateway.types import BackendRequest, Tier, content_text
@@ -32,16 +35,27 @@ CHARS_PER_TOKEN = 4  # estimate for backends that cannot count tokens (remote se
 
 @dataclass(frozen=True)
 class Route:
+    """Where a request goes and why. `model` is set when the client named a model id: only that
+    model's deployments may serve it. `fallback_from` is set when the routed tier failed."""
+
     tier: Tier
-    backend: Backend
+    replica: Replica
     reason: str
     score: float | None = None
+    model: str | None = None
+    fallback_from: Tier | None = None
+
+    @property
+    def backend(self) -> Backend:
+        return self.replica.backend
 
     def headers(self) -> dict[str, str]:
         headers = {"x-turnout-model": self.backend.model, "x-turnout-tier": self.tier,
-                   "x-turnout-route-reason": self.reason}
+                   "x-turnout-route-reason": self.reason, "x-turnout-deployment": self.replica.name}
         if self.score is not None:
             headers["x-turnout-router-score"] = f"{self.score:.4f}"
+        if self.fallback_from is not None:
+            headers["x-turnout-fallback"] = f"{self.fallback_from}->{self.tier}"
         return headers
 
 
@@ -58,6 +72,8 @@ class Policy:
     def __init__(self, config: TurnoutConfig, tiers: dict[Tier, list[Backend]], router: Router | None,
                  threshold: float = DEFAULT_THRESHOLD):
         self.tiers = tiers
+        self.balancer = Balancer(config, tiers)
+        self.routing = config.routing
         self.router = router
         self.threshold = threshold
         self.rules = [_Rule(rule) for rule in config.routing.rules]
@@ -65,7 +81,6 @@ class Policy:
         self._tier_of_model: dict[str, Tier] = {}
         for tier, deployment in config.deployments():  # a model in both tiers: the first one forces
             self._tier_of_model.setdefault(deployment.model, tier)
-        self._turns = {tier: itertools.cycle(backends) for tier, backends in tiers.items()}
 
     @property
     def needs_embedding(self) -> bool:
@@ -88,7 +103,8 @@ class Policy:
               embedding: np.ndarray | None = None) -> Route:
         target = self._target(request.model, tier_header)
         if target.tier is not None:  # forced: the backend itself refuses a prompt it cannot fit
-            return Route(target.tier, self._pick(target.tier, target.model), target.reason or "forced")
+            return Route(target.tier, self._pick(target.tier, target.model), target.reason or "forced",
+                         model=target.model)
         return self._auto(request, _LazyTokens(request, self.tiers), api_key, embedding)
 
     # --- steps ---------------------------------------------------------------------------------
@@ -135,13 +151,12 @@ class Policy:
         tier: Tier = "large" if score >= self.threshold else "small"
         return Route(tier, self._pick(tier), "router", score)
 
-    def _pick(self, tier: Tier, model: str | None = None) -> Backend:
-        """Round-robin over the tier's deployments (of `model`, when one was named)."""
-        for _ in range(len(self.tiers[tier])):
-            backend = next(self._turns[tier])
-            if model is None or backend.model == model:
-                return backend
-        raise model_not_found(model or tier)
+    def _pick(self, tier: Tier, model: str | None = None) -> Replica:
+        """The balancer's choice among the tier's deployments (of `model`, when one was named)."""
+        replica = self.balancer.pick(tier, model)
+        if replica is None:
+            raise model_not_found(model or tier)
+        return replica
 
 
 def _context_length_exceeded(request: BackendRequest, prompt_tokens: _LazyTokens, limit: int) -> APIError:

@@ -39,6 +39,7 @@ class BackendRequest:
     prompt: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     speculative: bool = True
+    reference: str | None = None  # a likely answer (a cached reply to a similar prompt) to draft from
 
     def prompt_text(self) -> str:
         """The text the router and the semantic cache look at: the last user turn, or the prompt."""

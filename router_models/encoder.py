@@ -9,6 +9,8 @@ bars, per-call sorting, device checks) and runs the model's own modules directly
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,73 +86,68 @@ class Encoder:
 
 
 class BatchingEncoder:
-    """Async front for `Encoder`: concurrent `embed_one` calls arriving within `max_wait_ms` share a batch.
+    """Async front for `Encoder`: concurrent `embed_one` calls share one model call.
 
-    The batch runs in a worker thread (torch releases the GIL), so the event loop keeps serving
-    while the model computes; at most one batch runs at a time, which is what 2 CPU cores can use.
+    A single worker task takes the first waiting text, lets others join for `max_wait_ms` (0 means
+    only those already queued), and embeds the batch in a worker thread (torch releases the GIL),
+    so the event loop keeps serving while the model computes. While one batch computes the next
+    one fills up, so under load batches grow by themselves; one batch at a time is what 2 cores
+    can use anyway.
     """
 
-    def __init__(self, encoder: Encoder, *, max_batch_size: int = 64, max_wait_ms: float = 2.0) -> None:
+    def __init__(self, encoder: Encoder, *, max_batch_size: int = 64, max_wait_ms: float = 0.0) -> None:
         self.encoder = encoder
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
-        self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] | None = None
+        self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
     async def embed_one(self, text: str) -> np.ndarray:
         """The (384,) embedding of `text`, computed in a shared batch."""
-        self._ensure_worker()
-        assert self._queue is not None
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="batching-encoder")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        await self._queue.put((text, future))
+        self._queue.put_nowait((text, future))
         return await future
 
     async def embed_many(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed several texts off the event loop in one call (they are already a batch)."""
+        """Embed texts that are already a batch, off the event loop."""
         return await asyncio.to_thread(self.encoder.embed, list(texts))
 
     async def aclose(self) -> None:
-        """Stop the batching task; pending callers get CancelledError."""
+        """Stop the worker; callers still waiting get CancelledError."""
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
             self._worker = None
-        self._queue = None
-
-    def _ensure_worker(self) -> None:
-        if self._worker is None or self._worker.done():
-            self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="batching-encoder")
+        while not self._queue.empty():
+            self._queue.get_nowait()[1].cancel()
 
     async def _run(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await queue.get()]
-            deadline = loop.time() + self.max_wait_s
-            while len(batch) < self.max_batch_size:
-                timeout = deadline - loop.time()
-                if timeout <= 0 and queue.empty():
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(queue.get(), max(timeout, 0)) if timeout > 0
-                                 else queue.get_nowait())
-                except (TimeoutError, asyncio.QueueEmpty):
-                    break
-            live = [(text, fut) for text, fut in batch if not fut.done()]
-            if not live:
-                continue
-            try:
-                vectors = await asyncio.to_thread(self.encoder.embed, [text for text, _ in live])
-            except Exception as exc:  # one failed batch fails its callers, not the worker
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for (_, fut), vector in zip(live, vectors, strict=True):
-                if not fut.done():
-                    fut.set_result(vector)
+            batch = [await self._queue.get()]
+            await asyncio.sleep(self.max_wait_s)
+            while len(batch) < self.max_batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            live = [(text, future) for text, future in batch if not future.done()]  # skip cancelled callers
+            if live:
+                await self._embed_and_answer(live)
+
+    async def _embed_and_answer(self, batch: list[tuple[str, asyncio.Future[np.ndarray]]]) -> None:
+        try:
+            vectors = await asyncio.to_thread(self.encoder.embed, [text for text, _ in batch])
+        except Exception as exc:  # a failed batch fails its callers, not the worker
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), vector in zip(batch, vectors, strict=True):
+            if not future.done():
+                future.set_result(vector)
+
+
+@functools.cache
+def shared_encoder() -> Encoder:
+    """The process-wide default encoder, created on first use (the model takes ~1 s to load)."""
+    return Encoder()

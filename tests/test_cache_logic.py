@@ -176,6 +176,20 @@ async def test_single_flight_follower_gives_up_after_its_wait() -> None:
         assert next_leader.leader
 
 
+async def test_single_flight_never_hands_on_a_partial_response() -> None:
+    flights = SingleFlight(wait_s=10)
+
+    async def follower() -> list[StreamEvent] | None:
+        async with flights.join("k") as flight:
+            return flight.events
+
+    async with flights.join("k") as leader:
+        waiting = asyncio.create_task(follower())
+        await asyncio.sleep(0)
+        leader.publish([StreamEvent(text="cut")])  # the stream broke before its finish reason
+    assert await waiting is None
+
+
 async def test_single_flight_publishes_to_all_followers() -> None:
     flights = SingleFlight(wait_s=10)
     result = [StreamEvent(text="x"), StreamEvent(finish_reason="stop")]

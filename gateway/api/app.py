@@ -15,12 +15,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gateway.backends import Backend, build_backends, unique_backends
+from gateway.balancer import Replica
 from gateway.cache import ResponseCache
 from gateway.config import TurnoutConfig
 from gateway.errors import install_error_handlers
+from gateway.governance import Governance
+from gateway.health import HealthMonitor, Readiness, is_up
+from gateway.metrics import MetricsContext
 from gateway.pipeline import Pipeline
 from gateway.policy import Policy, build_router
 
+from . import access, observability
 from .routes import router
 
 log = logging.getLogger("turnout")
@@ -40,6 +45,9 @@ class Runtime:
         self.cache_configured = cache is not None and cache.enabled
         self.encoder_needed = self.pipeline.policy.needs_embedding or bool(
             self.cache_configured and cache and cache.semantic_enabled)
+        self.balancer = self.pipeline.policy.balancer
+        self.health = HealthMonitor()
+        self.governance = Governance(config, cache_stats=lambda: self.pipeline.cache and self.pipeline.cache.stats)
         self._starting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -50,40 +58,47 @@ class Runtime:
         if self._starting is not None:
             self._starting.cancel()
             await asyncio.gather(self._starting, return_exceptions=True)
+        await self.health.close()
         pipeline = self.pipeline
         await asyncio.gather(*(backend.close() for backend in self.backends), return_exceptions=True)
         if pipeline.encoder is not None:
             await pipeline.encoder.aclose()
+        await self.governance.close()  # before the cache: it may be using the cache's Redis
         if pipeline.cache is not None:
             await pipeline.cache.close()
 
-    async def readiness(self) -> dict[str, bool]:
-        """Each dependency and whether it is up."""
-        checks = [backend.ready() for backend in self.backends]
-        names = [backend.name for backend in self.backends]
+    async def readiness(self) -> Readiness:
+        """Ready: every tier has a deployment up (health check passed, breaker not open), and the
+        cache and encoder, when configured, are up."""
+        replicas = self.balancer.replicas
+        up = dict(zip(replicas, await asyncio.gather(*(is_up(r) for r in replicas)), strict=True))
+        services: dict[str, bool] = {}
         if self.cache_configured:
-            names.append("cache")
-            checks.append(self._cache_health())
-        states = list(await asyncio.gather(*checks))
+            services["cache"] = await self._cache_health()
         if self.encoder_needed:
-            names.append("encoder")
-            states.append(self.pipeline.encoder is not None)
-        return dict(zip(names, states, strict=True))
+            services["encoder"] = self.pipeline.encoder is not None
+        services.update(await self.governance.readiness())
+        tiers_up = all(any(up[r] for r in tier) for tier in self.balancer.tiers.values())
+        return Readiness(ready=tiers_up and all(services.values()),
+                         dependencies={**{r.backend.name: up[r] for r in replicas}, **services},
+                         deployments={r.name: {**r.describe(), "up": up[r]} for r in replicas})
 
     async def _cache_health(self) -> bool:
         return self.pipeline.cache is not None and await self.pipeline.cache.health()
 
     async def _start_all(self) -> None:
-        await asyncio.gather(*(self._start_backend(b) for b in self.backends), self._start_cache(),
+        await asyncio.gather(*(self._start_replica(r) for r in self.balancer.replicas), self._start_redis(),
                              self._start_encoder())
 
-    @staticmethod
-    async def _start_backend(backend: Backend) -> None:
+    async def _start_replica(self, replica: Replica) -> None:
+        backend = replica.backend
         try:
             await backend.start()
             log.info("backend %s ready", backend.name)
         except Exception:
             log.exception("backend %s failed to start", backend.name)
+            return
+        self.health.watch(replica)
 
     async def _start_cache(self) -> None:
         if not self.cache_configured:
@@ -95,13 +110,18 @@ class Runtime:
         except Exception:
             log.exception("response cache failed to start; serving without it")
 
+    async def _start_redis(self) -> None:
+        """The cache first: keys, limits and usage may use the redis-server it starts."""
+        await self._start_cache()
+        await self.governance.start(self.pipeline.cache)
+
     async def _start_encoder(self) -> None:
         if not self.encoder_needed:
             return
         from router_models.encoder import BatchingEncoder, Encoder
 
         try:
-            self.pipeline.encoder = BatchingEncoder(await asyncio.to_thread(Encoder))
+            self.pipeline.encoder = BatchingEncoder(await asyncio.to_thread(_load_encoder, Encoder))
             log.info("prompt encoder ready")
         except Exception:
             log.exception("prompt encoder failed to load")
@@ -122,5 +142,16 @@ def create_app(config: TurnoutConfig) -> FastAPI:
     app = FastAPI(title="turnout", lifespan=lifespan)
     app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_middleware(MetricsContext, metrics=runtime.governance.metrics)
     app.include_router(router)
+    app.include_router(access.router)
+    app.include_router(observability.router)
     return app
+
+
+def _load_encoder(encoder_class: type) -> object:
+    """Under the engine's load lock: transformers model loading is not thread-safe."""
+    from engine.loader import LOAD_LOCK
+
+    with LOAD_LOCK:
+        return encoder_class()

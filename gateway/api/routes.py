@@ -6,17 +6,20 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from gateway.auth import Caller
 from gateway.backends.base import BackendError
 from gateway.cache import cache_mode_from_headers
 from gateway.errors import APIError, model_not_found
 from gateway.pipeline import Pipeline, RequestContext
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
 
+from .access import Authenticated, governance
 from .render import Renderer
 
 router = APIRouter()
@@ -26,22 +29,22 @@ _STARTED = int(time.time())
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    return await _generate(body, request)
+async def chat_completions(body: ChatCompletionRequest, request: Request, caller: Authenticated) -> Response:
+    return await _generate(body, request, caller)
 
 
 @router.post("/v1/completions")
-async def completions(body: CompletionRequest, request: Request) -> Response:
-    return await _generate(body, request)
+async def completions(body: CompletionRequest, request: Request, caller: Authenticated) -> Response:
+    return await _generate(body, request, caller)
 
 
 @router.get("/v1/models")
-async def list_models(request: Request) -> dict:
+async def list_models(request: Request, _: Authenticated) -> dict:
     return {"object": "list", "data": [_model_card(model) for model in _pipeline(request).policy.model_ids()]}
 
 
 @router.get("/v1/models/{model:path}")
-async def retrieve_model(model: str, request: Request) -> dict:
+async def retrieve_model(model: str, request: Request, _: Authenticated) -> dict:
     if model not in _pipeline(request).policy.model_ids():
         raise model_not_found(model)
     return _model_card(model)
@@ -55,20 +58,25 @@ async def health() -> dict:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    """200 once every backend is loaded or reachable (and the cache and encoder, when configured,
-    are up), else 503; the body says which dependency is not."""
-    states = await request.app.state.runtime.readiness()
-    ok = all(states.values())
-    return JSONResponse({"status": "ready" if ok else "not ready", "dependencies": states},
-                        status_code=200 if ok else 503)
+    """200 once every tier has a deployment up (loaded, or passing its health checks with its circuit
+    breaker not open) and the cache and encoder, when configured, are up, else 503; the body says
+    which dependency is not, and each deployment's health, breaker state and requests in flight."""
+    readiness = await request.app.state.runtime.readiness()
+    return JSONResponse(readiness.body(), status_code=200 if readiness.ready else 503)
 
 
-async def _generate(body: GenerationRequest, request: Request) -> Response:
-    context = RequestContext(api_key=_bearer_token(request.headers.get("authorization")),
-                             tier_header=request.headers.get("x-turnout-tier"),
+async def _generate(body: GenerationRequest, request: Request, caller: Caller) -> Response:
+    pipeline, access = _pipeline(request), governance(request)
+    tier_header = request.headers.get("x-turnout-tier")  # narrowed (or 403) by the key's allowed tiers:
+    tier_header = access.auth.tier_header(caller, pipeline.policy.requested_target(body.model, tier_header),
+                                          tier_header)
+    context = RequestContext(api_key=caller.api_key, tier_header=tier_header, key_tenant=caller.tenant,
                              cache_mode=cache_mode_from_headers(request.headers))
     backend_request = body.to_backend_request()
-    reply = await _unless_disconnected(request, _pipeline(request).handle(backend_request, context))
+    if request.headers.get("x-turnout-speculative", "").lower() == "off":  # per-request A/B switch
+        backend_request = replace(backend_request, speculative=False)
+    meter = access.accountant.meter(caller, backend_request)  # quotas before; metrics and usage after
+    reply = await _unless_disconnected(request, meter.handle(lambda: pipeline.handle(backend_request, context)))
     if reply is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     renderer = Renderer(backend_request.kind, reply.model, include_usage=body.include_usage)
@@ -107,13 +115,6 @@ async def _disconnected(request: Request) -> None:
 
 def _pipeline(request: Request) -> Pipeline:
     return request.app.state.runtime.pipeline
-
-
-def _bearer_token(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else authorization.strip() or None
 
 
 def _model_card(model: str) -> dict:

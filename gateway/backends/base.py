@@ -25,6 +25,7 @@ class Backend(Protocol):
     name: str
     model: str
     context_length: int | None
+    accepts_reference: bool  # drafts from BackendRequest.reference (retrieval speculative decoding)
 
     async def start(self) -> None: ...
 

@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from drafters.config import SpeculativeConfig
 from engine.engine import Engine
-from engine.types import Delta, EngineOverloaded, InvalidRequest, SamplingParams
+from engine.types import Delta, EngineError, EngineOverloaded, InvalidRequest, SamplingParams
 from gateway.backends.base import BackendError
 from gateway.config import DeploymentConfig
 from gateway.errors import context_length_message
@@ -79,6 +78,7 @@ class EmbeddedBackend:
         self.model = deployment.model
         self.deployment = deployment
         self.context_length: int | None = deployment.context_length
+        self.accepts_reference = "ngram" in deployment.speculative.method
         self._engine: Engine | None = None
         self._load_error: str | None = None
 
@@ -90,12 +90,10 @@ class EmbeddedBackend:
     async def start(self) -> None:
         """Load in a worker thread: the event loop keeps answering /health while weights load."""
         d = self.deployment
-        speculative = SpeculativeConfig(method=d.speculative.method, draft_model=d.speculative.draft_model,
-                                        num_speculative_tokens=d.speculative.num_speculative_tokens)
         try:
             self._engine = await asyncio.to_thread(
                 Engine.load, self.model, max_batch_size=d.max_batch_size, max_waiting=d.max_waiting,
-                speculative=speculative, progress=False)
+                speculative=d.speculative.engine_config(), progress=False)
         except Exception as exc:
             self._load_error = f"{type(exc).__name__}: {exc}"
             raise
@@ -119,8 +117,10 @@ class EmbeddedBackend:
         engine = self._require_engine()
         prompt_ids = self._encode(engine, request)
         params = self._sampling_params(request.params, len(prompt_ids))
+        reference = engine.encode_prompt(request.reference) if request.reference and request.speculative else None
         try:
-            deltas = _as_generator(engine.generate(prompt_ids, params, speculative=request.speculative))
+            deltas = _as_generator(engine.generate(prompt_ids, params, speculative=request.speculative,
+                                                   reference_ids=reference))
             async with aclosing(deltas):
                 async for delta in deltas:
                     yield _to_event(delta)
@@ -128,6 +128,8 @@ class EmbeddedBackend:
             raise BackendError(f"{self.model} is overloaded, retry later ({exc})", 503) from None
         except InvalidRequest as exc:
             raise BackendError(str(exc), 400, param=exc.param, code=_code_for(exc)) from None
+        except EngineError as exc:
+            raise BackendError(f"{self.model}: {exc}", 502) from None
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -199,8 +201,14 @@ def _to_event(delta: Delta) -> StreamEvent:
         counts = delta.usage
         usage = {"prompt_tokens": counts.prompt_tokens, "completion_tokens": counts.completion_tokens,
                  "total_tokens": counts.total_tokens}
-    finish = "stop" if delta.finish_reason == "abort" else delta.finish_reason
-    return StreamEvent(text=delta.text, finish_reason=finish, usage=usage)
+        if delta.spec is not None:  # vLLM's spec_decode counters, for this response
+            usage["speculative"] = {
+                "num_drafts": delta.spec.num_drafts,
+                "num_draft_tokens": delta.spec.num_draft_tokens,
+                "num_accepted_tokens": delta.spec.num_accepted_tokens,
+                "accepted_per_position": delta.spec.accepted_per_position,
+            }
+    return StreamEvent(text=delta.text, finish_reason=delta.finish_reason, usage=usage)
 
 
 def _code_for(exc: InvalidRequest) -> str | None:

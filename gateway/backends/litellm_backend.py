@@ -20,6 +20,7 @@ class LiteLLMBackend:
         self.name = f"litellm:{deployment.model}"
         self.model = deployment.model
         self.context_length = deployment.context_length
+        self.accepts_reference = False
         self.deployment = deployment
         self._litellm: Any = None
 

@@ -10,9 +10,11 @@ response, which makes vLLM abort the request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 
@@ -20,7 +22,7 @@ from gateway.backends.base import BackendError
 from gateway.config import DeploymentConfig
 from gateway.types import BackendRequest, RequestKind, StreamEvent
 
-READY_TIMEOUT_S = 2.0
+DRAIN_TIMEOUT_S = 1.0
 
 
 class OpenAIHTTPBackend:
@@ -29,7 +31,9 @@ class OpenAIHTTPBackend:
         self.name = f"openai:{deployment.model}@{deployment.url}"
         self.model = deployment.model
         self.context_length = deployment.context_length
+        self.accepts_reference = False  # the remote server drafts on its own (vLLM speculative-config)
         self.url = deployment.url.rstrip("/")
+        self.health_url = urljoin(self.url + "/", deployment.health.path)
         self.deployment = deployment
         self._client: httpx.AsyncClient | None = None
 
@@ -50,13 +54,14 @@ class OpenAIHTTPBackend:
             await client.aclose()
 
     async def ready(self) -> bool:
+        """The deployment's health check (`health.path`, default <url>/models): answers 2xx in time."""
         if self._client is None:
             return False
         try:
-            response = await self._client.get("/models", timeout=READY_TIMEOUT_S)
+            response = await self._client.get(self.health_url, timeout=self.deployment.health.timeout_s)
         except httpx.HTTPError:
             return False
-        return response.status_code == 200
+        return response.is_success
 
     def count_prompt_tokens(self, request: BackendRequest) -> int | None:
         return None
@@ -82,6 +87,7 @@ class OpenAIHTTPBackend:
             lines = response.aiter_lines()
             async for event in events_from_chunks(request.kind, _sse_payloads(lines)):
                 yield event
+            await _drain(lines)
         except httpx.HTTPError as exc:
             raise _transport_error(self.name, exc) from None
         except ValueError as exc:
@@ -99,6 +105,16 @@ def upstream_body(request: BackendRequest, model: str) -> dict[str, Any]:
     body["stream"] = True
     body["stream_options"] = {"include_usage": True}
     return body
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what follows [DONE] (the end of the chunked body): closing an unfinished response closes
+    its connection instead of returning it to the pool, and a new connection per request costs more
+    than the rest of the gateway's work. An upstream that keeps the stream open is closed after all."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            async for _ in lines:
+                pass
 
 
 async def _sse_payloads(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:

@@ -261,7 +261,7 @@ GUARDS: tuple[Callable[[str, str], str | None], ...] = (
     intent_mismatch,
 )
 
-SYNONYM_SIMILARITY = 0.90
+SYNONYM_SIMILARITY = 0.93
 """Above this cosine similarity a one-word swap is the encoder recognising a synonym (tall/height,
 say/translate); below it, the swap tends to be a different question (tuple/set, flu/cold)."""
 

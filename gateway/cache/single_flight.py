@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from gateway.cache.codec import is_complete
 from gateway.types import StreamEvent
 
 
@@ -29,8 +30,9 @@ class Flight:
         return self._result is not None
 
     def publish(self, events: Sequence[StreamEvent]) -> None:
-        """Hand a complete response to the waiting followers (a no-op for a follower)."""
-        if self._result is not None and not self._result.done():
+        """Hand a complete response to the waiting followers (a no-op for a follower). An incomplete
+        one (no finish reason, or an error) is not handed on: the followers then call themselves."""
+        if self._result is not None and not self._result.done() and is_complete(events):
             self._result.set_result(list(events))
 
 

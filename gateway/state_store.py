@@ -1,0 +1,68 @@
+"""The Redis behind API keys, rate limits and usage: shared by every replica, so counts are global.
+
+Same client settings, deadline and circuit breaker as the response cache (`redis_client`, `RedisGuard`),
+but its own breaker: a flapping cache connection must not switch authentication off, nor the reverse.
+A failure is counted (`turnout_state_store_errors_total{component}`), logged at most once per
+`LOG_EVERY_S` per component, and raised as `StateUnavailable`: callers decide whether to fail open
+(limits, usage) or refuse (keys that only Redis knows).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.asyncio import Redis
+
+from gateway.cache.breaker import CircuitBreaker
+from gateway.cache.config import CacheConfig
+from gateway.cache.guard import CacheUnavailable, RedisGuard
+from gateway.cache.response_cache import redis_client
+from gateway.metrics import Metrics
+
+log = logging.getLogger("turnout.state")
+
+T = TypeVar("T")
+LOG_EVERY_S = 30.0
+
+
+class StateUnavailable(Exception):
+    """Redis could not answer this call (down, slow, breaker open, refused)."""
+
+
+class StateStore:
+    def __init__(self, redis: Redis, metrics: Metrics, settings: CacheConfig | None = None):
+        settings = settings or CacheConfig()
+        self.redis = redis
+        self.metrics = metrics
+        self._guard = RedisGuard(CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
+                                 settings.operation_timeout_ms / 1000)
+        self._last_logged: dict[str, float] = {}
+
+    @classmethod
+    def connect(cls, url: str, metrics: Metrics, settings: CacheConfig | None = None) -> StateStore:
+        settings = settings or CacheConfig()
+        return cls(redis_client(settings, url), metrics, settings)
+
+    async def run(self, component: str, call: Callable[[Redis], Awaitable[T]]) -> T:
+        """`call(redis)` under the deadline and breaker; raises StateUnavailable on any Redis failure."""
+        try:
+            return await self._guard.run(lambda: call(self.redis))
+        except CacheUnavailable as exc:
+            self.metrics.state_errors.labels(component).inc()
+            now = time.monotonic()
+            if now - self._last_logged.get(component, -LOG_EVERY_S) >= LOG_EVERY_S:
+                self._last_logged[component] = now
+                log.warning("redis unavailable for %s (%s)", component, exc.reason)
+            raise StateUnavailable(exc.reason) from exc
+
+    async def health(self) -> bool:
+        try:
+            return bool(await self._guard.run(self.redis.ping, probe=True))
+        except CacheUnavailable:
+            return False
+
+    async def close(self) -> None:
+        await self.redis.aclose()

@@ -1,0 +1,75 @@
+"""Schemathesis against the running gateway's own /openapi.json: generated requests, valid (positive)
+and invalid (negative), to every operation. Whatever arrives, the gateway never answers 5xx, every
+4xx is in OpenAI's error shape, and no stream ends with a server error event. The upstream is
+bench/upstream.py (instant), the cache a real Redis, so generated input also reaches cache keys."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import requests
+import schemathesis
+from conftest import UvicornServer, wait_until_ready
+from hypothesis import HealthCheck, given, settings
+from redis_proc import running_redis
+from schemathesis import GenerationMode
+from test_reliability import OPENAI_ERROR_FIELDS, gateway_config, instant_upstream  # noqa: F401 (fixture)
+
+from gateway.api import create_app
+from gateway.config import parse_config
+
+EXAMPLES_PER_OPERATION = 60
+
+
+@pytest.fixture(scope="module")
+def gateway(instant_upstream, tmp_path_factory) -> Iterator[UvicornServer]:  # noqa: F811
+    with running_redis(tmp_path_factory.mktemp("redis")) as redis:
+        config = gateway_config(("instant", instant_upstream.base_url),
+                                cache=f'{{redis_url: "{redis.url}", semantic_enabled: false}}')
+        with UvicornServer(create_app(parse_config(config))) as server:
+            wait_until_ready(server.url)
+            yield server
+
+
+def problems(response: requests.Response) -> list[str]:
+    """What is wrong with one answer, if anything."""
+    status = response.status_code
+    if status >= 500:
+        return [f"{status}: {response.text[:300]}"]
+    if status >= 400:
+        try:
+            error = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            return [f"{status} not in OpenAI's error shape: {response.text[:300]}"]
+        return [] if set(error) == OPENAI_ERROR_FIELDS else [f"{status} error fields {sorted(error)}"]
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        for line in response.text.splitlines():
+            if line.startswith("data: {") and '"error"' in line:
+                error = json.loads(line[6:]).get("error") or {}
+                if error.get("type") == "server_error":
+                    return [f"stream ended with a server error: {line[:300]}"]
+    return []
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+def test_generated_requests_never_5xx(gateway, mode):
+    schema = schemathesis.openapi.from_url(gateway.url + "/openapi.json")
+    session = requests.Session()
+    found: dict[str, list[str]] = {}
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert any(op.path == "/v1/chat/completions" for op in operations)
+
+    for operation in operations:
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def exercise(case, label=operation.label):
+            response = case.call(base_url=gateway.url, session=session, timeout=30,
+                                 headers={"Authorization": "Bearer sk-fuzz"})
+            for problem in problems(response):
+                found.setdefault(label, []).append(f"{problem}\n    request body: {str(case.body)[:300]}")
+
+        exercise()
+    assert not found, "\n".join(f"{label}: {items[0]} ({len(items)} cases)" for label, items in found.items())
