@@ -166,6 +166,9 @@ class Meter:
         except asyncio.CancelledError:
             self._book_later(CLIENT_CLOSED_REQUEST, RouteInfo())
             raise
+        except Exception:
+            await self._book(500, RouteInfo())
+            raise
         reply.headers.update(self.admission.headers)
         reply.events = self._watch(reply.events, RouteInfo.from_headers(reply.headers))
         return reply

@@ -13,6 +13,7 @@ import hashlib
 import json
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -160,13 +161,14 @@ class Authenticator:
                 code="invalid_api_key"))
         return Caller(token, key)
 
-    def tier_header(self, caller: Caller, target: str, tier_header: str | None) -> str | None:
-        """The tier header to route with. `target` is what was asked (`auto`, a tier or a model id, as
-        Policy.requested_target says): 403 if the key may not use its tier; an `auto` request of a key
-        limited to some tiers is pinned to the first of them."""
+    def tier_header(self, caller: Caller, target: Callable[[], str], tier_header: str | None) -> str | None:
+        """The tier header to route with. `target()` is what was asked (`auto`, a tier or a model id, as
+        Policy.requested_target says; only asked for keys limited to some tiers): 403 if the key may not
+        use its tier; an `auto` request of such a key is pinned to the first tier it may use."""
         if caller.key is None or caller.key.tiers is None:
             return tier_header
-        tier = target if target in TIERS else self._tier_of_model.get(target)
+        asked = target()
+        tier = asked if asked in TIERS else self._tier_of_model.get(asked)
         if tier is not None:
             if tier not in caller.key.tiers:
                 raise self._forbidden(caller.key, f"the {tier} tier")

@@ -190,6 +190,7 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     request_timeout_s: float = Field(600.0, gt=0, description="whole request, first byte to last")
+    max_request_bytes: int = Field(8 * 2**20, ge=1024, description="larger request bodies get 413")
 
 
 class KeyLimits(_Strict):
@@ -414,7 +415,18 @@ def summarize(config: TurnoutConfig) -> str:
         lines.append(f"cache: {cache.redis_url or 'embedded redis'}, semantic {semantic}")
     if config.models_aliases:
         lines.append("aliases: " + ", ".join(f"{a} -> {t}" for a, t in config.models_aliases.items()))
+    lines.append(_auth_summary(config))
     return "\n".join(lines)
+
+
+def _auth_summary(config: TurnoutConfig) -> str:
+    auth, limits = config.auth, config.limits
+    if not auth.enabled:
+        return "auth: off (any bearer token; it only separates cache namespaces)"
+    where = f"{len(auth.keys)} in config" if auth.keys_from == "config" else "in redis"
+    quotas = ", ".join(f"{value} {name}" for name, value in (("requests", limits.requests), ("tokens", limits.tokens))
+                       if value is not None) or "none by default"
+    return f"auth: keys {where}; quotas per {limits.window_s:g}s window: {quotas}"
 
 
 def _join(path: str, key: str) -> str:

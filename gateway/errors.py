@@ -77,6 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BackendError, _backend_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(UnicodeEncodeError, _unencodable_text)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
@@ -124,6 +125,16 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     error = APIError(exc.status_code, message, code="unknown_url" if exc.status_code == 404 else None,
                      headers=getattr(exc, "headers", None))
     return error.response()
+
+
+async def _unencodable_text(request: Request, exc: Exception) -> JSONResponse:
+    """JSON can spell an unpaired surrogate (`"\\ud800"`), which parses into a str that no UTF-8
+    encoder accepts (cache keys, the upstream request): the client's input, so a 400, not a 500."""
+    assert isinstance(exc, UnicodeEncodeError)
+    if "surrogate" not in exc.reason:
+        return await _unexpected_error(request, exc)
+    return APIError(400, "The request contains an unpaired surrogate (a \\ud800-\\udfff escape without its "
+                         "pair), which is not valid Unicode.", code="invalid_value").response()
 
 
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:

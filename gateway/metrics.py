@@ -18,7 +18,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0,
+                   20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 NONE = "none"  # label value where a request never got that far (no tier, no model)
 

@@ -16,7 +16,7 @@ ROUTER_NAMES = ("default", "embedding", "length", "random")
 
 
 def load_router(name_or_path: str = "default") -> Router:
-    """`default`/`embedding`: the shipped learned router; `length`, `random`: baselines; else a weights file."""
+    """`default`/`embedding`: the shipped learned router; `length`, `random`: baselines; else a file path."""
     from .baselines import PromptLengthRouter, RandomRouter
     from .head import Head, LearnedRouter
 

@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train a head on outcome data; reports subject-held-out CV")
     _add_data_arguments(train)
     train.add_argument("--out", required=True, metavar="FILE", help="weights file to write (.npz)")
-    train.add_argument("--inputs", default=None, help="embedding | embedding+length | embedding+features | features")
+    train.add_argument("--inputs", default=None,
+                       help="embedding | embedding+length | embedding+features | features")
     train.add_argument("--label", default=None, help="gain2 | gain_soft | strong_only | weak_wrong")
     train.add_argument("--hidden", type=int, default=None, help="MLP hidden units (0 = logistic)")
     train.add_argument("--l2", type=float, default=None)
@@ -47,13 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--folds", type=int, default=5, help="group-held-out CV folds (0 skips CV)")
     train.set_defaults(func=train_command)
 
-    evaluate = commands.add_parser("eval", help="APGR / CPT of a router beside the random and length baselines")
+    evaluate = commands.add_parser("eval", help="APGR / CPT of a router beside the random and length routers")
     _add_data_arguments(evaluate)
     _add_router_argument(evaluate)
     evaluate.add_argument("--plot", metavar="PNG", help="write the PGR-vs-cost curves here")
     evaluate.set_defaults(func=eval_command)
 
-    calibrate = commands.add_parser("calibrate", help="threshold sending a given fraction of prompts to the large model")
+    calibrate = commands.add_parser("calibrate", help="score threshold for a large-model fraction")
     calibrate.add_argument("--strong-fraction", type=float, required=True, metavar="F")
     calibrate.add_argument("--prompts", required=True, metavar="FILE", help='JSONL sample of {"prompt": ...}')
     _add_router_argument(calibrate)
@@ -148,8 +149,9 @@ def _eval(args: argparse.Namespace) -> int:
     data = _load_data(args)
     router = load_router(args.router)
     embeddings = _embeddings(data.prompts) if router.needs_embeddings else None
-    scores = {router.name: router.score(data.prompts, embeddings),
-              "random": RandomRouter().score(data.prompts), "length": PromptLengthRouter().score(data.prompts)}
+    scores = {router.name: router.score(data.prompts, embeddings)}
+    for baseline in (RandomRouter(), PromptLengthRouter()):
+        scores[baseline.name] = baseline.score(data.prompts)
     head = getattr(router, "head", None)
     if head is not None and head.meta.get("training_data_digest") == data_digest(data.prompts):
         print(f"note: {router.name} was trained on this data, so these are in-sample numbers; "

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 CONTAMINATION_FILE = "contaminated_prompts.jsonl"
+SUFFIXES = (".csv", ".jsonl")
 GROUP_COLUMNS = ("subject", "group", "category")
 WEAK_NAMES = ("weak", "mistralai/Mixtral-8x7B-Instruct-v0.1")
 STRONG_NAMES = ("strong", "gpt-4-1106-preview")
@@ -44,8 +45,10 @@ def load_outcomes(path: str | Path, weak_column: str | None = None, strong_colum
                   prompt_column: str = "prompt") -> OutcomeData:
     """Load one file or every *.csv / *.jsonl in a folder; drops RouteLLM's contaminated prompts."""
     path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.suffix in (".csv", ".jsonl") and p.name != CONTAMINATION_FILE) \
-        if path.is_dir() else [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.name != CONTAMINATION_FILE)
+    else:
+        files = [path]
     if not files:
         raise ValueError(f"no .csv or .jsonl outcome files in {path}")
     contaminated = _contaminated_prompts(path if path.is_dir() else path.parent)
@@ -72,10 +75,14 @@ def load_outcomes(path: str | Path, weak_column: str | None = None, strong_colum
             prompts.append(prompt)
             weak.append(_quality(row[columns[0]], file, line))
             strong.append(_quality(row[columns[1]], file, line))
-            groups.append(str(next((row[c] for c in GROUP_COLUMNS if row.get(c) not in (None, "")), default_group)))
+            groups.append(_group(row, default_group))
     if columns is None:
         raise ValueError(f"{path}: no rows")
     return OutcomeData(prompts, np.array(weak), np.array(strong), np.array(groups), *columns)
+
+
+def _group(row: dict, default: str) -> str:
+    return str(next((row[c] for c in GROUP_COLUMNS if row.get(c) not in (None, "")), default))
 
 
 def _read_rows(file: Path) -> Iterable[dict]:

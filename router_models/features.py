@@ -14,7 +14,7 @@ import numpy as np
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _MATH = re.compile(r"[=+*/^<>√∫∑∏π≤≥≠±×÷]|\\(?:frac|sqrt|sum|int|cdot|le|ge)\b|\$")
-_CODE = re.compile(r"```|\b(?:def|return|import|class|function|var|const|int|void|printf|print)\b|[{};]|==|->|=>")
+_CODE = re.compile(r"```|\b(?:def|return|import|class|function|var|const|void|printf|print)\b|[{};]|==|->|=>")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 FEATURE_NAMES = (

@@ -45,9 +45,9 @@ class Head:
         unknown = set(self.feature_names) - set(FEATURE_NAMES)
         if unknown:
             raise ValueError(f"head uses unknown features {sorted(unknown)}")
-        expected_outputs = 2 if self.output == "gain2" else 1
-        if self.weights[-1].shape[0] != expected_outputs:
-            raise ValueError(f"{self.output} head needs {expected_outputs} outputs, has {self.weights[-1].shape[0]}")
+        expected, actual = (2 if self.output == "gain2" else 1), self.weights[-1].shape[0]
+        if actual != expected:
+            raise ValueError(f"{self.output} head needs {expected} outputs, not {actual}")
 
     @cached_property
     def _feature_index(self) -> np.ndarray:
@@ -76,8 +76,8 @@ class Head:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {**self.meta, "format": HEAD_FORMAT, "output": self.output, "uses_embedding": self.uses_embedding,
-                "feature_names": list(self.feature_names), "layers": len(self.weights)}
+        meta = {**self.meta, "format": HEAD_FORMAT, "output": self.output, "layers": len(self.weights),
+                "uses_embedding": self.uses_embedding, "feature_names": list(self.feature_names)}
         arrays = {"meta": np.array(json.dumps(meta, sort_keys=True)),
                   "feature_mean": self.feature_mean.astype(np.float32),
                   "feature_std": self.feature_std.astype(np.float32)}

@@ -95,13 +95,13 @@ def fit_head(spec: HeadSpec, prompts: Sequence[str], embeddings: np.ndarray | No
     mean, std = features.mean(axis=0), np.maximum(features.std(axis=0), 1e-6)
     if uses_embedding and embeddings is None:
         raise ValueError(f"inputs {spec.inputs!r} need embeddings")
-    x = torch.tensor(head_inputs(embeddings if uses_embedding else None, features if index else None, mean, std,
-                                 expected_rows=len(prompts)))
+    x = torch.tensor(head_inputs(embeddings if uses_embedding else None, features if index else None,
+                                 mean, std, expected_rows=len(prompts)))
     y = torch.tensor(targets(spec.label, weak, strong), dtype=torch.float32)
     torch.manual_seed(spec.seed)
     layers = _fit_linear(x, y, spec.l2) if spec.hidden == 0 else _fit_mlp(x, y, spec)
-    return Head([w for w, _ in layers], [b for _, b in layers], LABELS[spec.label], uses_embedding, feature_names,
-                mean, std, meta={"spec": spec.__dict__, **(meta or {})})
+    return Head([w for w, _ in layers], [b for _, b in layers], LABELS[spec.label], uses_embedding,
+                feature_names, mean, std, meta={"spec": spec.__dict__, **(meta or {})})
 
 
 def _fit_linear(x, y, l2: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -117,7 +117,8 @@ def _fit_linear(x, y, l2: float) -> list[tuple[np.ndarray, np.ndarray]]:
 
     def closure():
         optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(linear(x), y) + l2 * linear.weight.square().sum()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(linear(x), y)
+        loss = loss + l2 * linear.weight.square().sum()
         loss.backward()
         return loss
 

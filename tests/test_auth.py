@@ -16,9 +16,8 @@ from redis_proc import running_redis
 from scrape import scrape, total
 
 from gateway.api import create_app
+from gateway.auth import hash_secret
 from gateway.config import parse_config
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +56,7 @@ def ask(gateway: UvicornServer, api_key: str, content: str = "Say hi.", model: s
     return raw.headers, raw.parse()
 
 
+@pytest.mark.slow
 def test_key_lifecycle(gateway, redis_url):
     created = keys(redis_url, "create", "--name", "ci")
     secret = created["secret"]
@@ -79,6 +79,7 @@ def test_key_lifecycle(gateway, redis_url):
     assert keys(redis_url, "list")[-1]["revoked"] is True
 
 
+@pytest.mark.slow
 def test_unknown_and_missing_keys_are_refused(gateway):
     with pytest.raises(openai.AuthenticationError) as unknown:
         ask(gateway, "tk-not-a-key-of-this-gateway")
@@ -95,6 +96,7 @@ def test_unknown_and_missing_keys_are_refused(gateway):
     assert total(failures, "turnout_auth_failures_total", reason="missing") >= 2
 
 
+@pytest.mark.slow
 def test_key_limited_to_a_tier(gateway, redis_url):
     secret = keys(redis_url, "create", "--name", "small-only", "--tier", "small")["secret"]
     with pytest.raises(openai.PermissionDeniedError) as refused:
@@ -104,9 +106,26 @@ def test_key_limited_to_a_tier(gateway, redis_url):
     assert headers["x-turnout-tier"] == "small"
 
 
+@pytest.mark.slow
 def test_keys_of_one_tenant_share_the_cache(gateway, redis_url):
     alice, bob = (keys(redis_url, "create", "--name", name, "--tenant", "acme")["secret"] for name in ("a", "b"))
     outsider = keys(redis_url, "create", "--name", "other")["secret"]
     assert ask(gateway, alice, "Name a planet.")[0]["x-turnout-cache"] == "miss"
     assert ask(gateway, bob, "Name a planet.")[0]["x-turnout-cache"] == "hit"
     assert ask(gateway, outsider, "Name a planet.")[0]["x-turnout-cache"] == "miss"
+
+
+def test_create_prints_a_config_entry_for_keys_from_config(tmp_path):
+    """With `keys_from: config`, `turnout keys create` prints the secret once and an entry holding only its
+    hash, which pasted under auth.keys makes a valid config that accepts that secret."""
+    tiers = 'tiers: {small: {deployments: [{kind: openai, model: m, url: "http://127.0.0.1:9/v1"}]}}\n'
+    (tmp_path / "turnout.yaml").write_text(tiers)
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "create", "--name", "ops", "--tier", "large",
+                           "--config", str(tmp_path / "turnout.yaml")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    secret = next(line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("secret"))
+    entry = done.stdout.split("restart the gateway:\n", 1)[1].strip()
+    assert secret not in entry
+    pasted = tiers + "auth:\n  enabled: true\n  keys:\n" + "".join(f"    {line}\n" for line in entry.splitlines())
+    (key,) = parse_config(pasted).auth.keys
+    assert key.sha256 == hash_secret(secret) and key.name == "ops" and key.tiers == ["large"]

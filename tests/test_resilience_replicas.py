@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 
 SHORT = [{"role": "user", "content": "Say hello."}]
 RECOVERY_TIMEOUT_S = 120.0
+# Two engines sharing a few cores: one torch thread each, or they thrash (minutes instead of seconds).
+REPLICA_ENV = {"OMP_NUM_THREADS": "1"}
 
 
 class EngineReplica:
@@ -31,8 +33,12 @@ class EngineReplica:
 
     def __init__(self, model: str):
         self.model = model
-        self.process = TurnoutProcess("engine", "serve", "--model", model, "--max-batch-size", "4")
+        self.process = self._process()
         self.base_url = self.process.base_url
+
+    def _process(self, port: int | None = None) -> TurnoutProcess:
+        return TurnoutProcess("engine", "serve", "--model", self.model, "--max-batch-size", "4", port=port,
+                              env=REPLICA_ENV)
 
     def start(self) -> EngineReplica:
         self.process.start()
@@ -44,8 +50,7 @@ class EngineReplica:
         self.process.process.wait()
 
     def restart(self) -> None:
-        self.process = TurnoutProcess("engine", "serve", "--model", self.model, "--max-batch-size", "4",
-                                      port=self.process.port)
+        self.process = self._process(self.process.port)
         self.start()
 
     def stop(self) -> None:
@@ -76,7 +81,7 @@ def gateway(small: list[str], large: list[str] | None = None) -> Iterator[tuple[
     text += "routing: {router: none, retry: {backoff_s: 0.01}}\n"
     with UvicornServer(create_app(parse_config(text))) as server:
         wait_until_ready(server.url)
-        yield server, openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=60)
+        yield server, openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=120)
 
 
 def chat(client: openai.OpenAI, model: str):
@@ -97,9 +102,9 @@ def test_load_spreads_over_replicas(replicas, tiny_model):
         sequential = [chat(client, tiny_model)["x-turnout-deployment"] for _ in range(4)]
 
         async def concurrent() -> list[str]:
-            aclient = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=60)
+            aclient = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=120)
             raws = await asyncio.gather(*(aclient.chat.completions.with_raw_response.create(
-                model="auto", messages=SHORT, max_tokens=8, temperature=0) for _ in range(6)))
+                model="auto", messages=SHORT, max_tokens=4, temperature=0) for _ in range(4)))
             return [raw.headers["x-turnout-deployment"] for raw in raws]
 
         together = asyncio.run(concurrent())

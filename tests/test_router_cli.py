@@ -47,8 +47,9 @@ def synthetic_outcomes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TURNOUT_CACHE_DIR", str(tmp_path / "cache"))
     rows = []
     for i in range(4):  # four groups, each with easy rows (both right) and hard rows (only strong right)
-        rows += [{"prompt": f"{p} (set {i})", "weak": True, "strong": True, "subject": f"s{i}"} for p in EASY]
-        rows += [{"prompt": f"{p} (set {i})", "weak": False, "strong": True, "subject": f"s{i}"} for p in HARD]
+        for prompts, weak in ((EASY, True), (HARD, False)):
+            rows += [{"prompt": f"{p} (set {i})", "weak": weak, "strong": True, "subject": f"s{i}"}
+                     for p in prompts]
     return write_jsonl(tmp_path / "outcomes.jsonl", rows)
 
 

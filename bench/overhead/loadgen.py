@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 # The bearer key every request carries; LiteLLM's master key is set to it (it refuses to run without one).
@@ -24,8 +25,8 @@ class Target:
     port: int
     path: str = "/v1/chat/completions"
 
-    def request(self, body: bytes, api_key: str = BENCH_KEY) -> bytes:
-        head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+    def request(self, body: bytes, api_key: str = BENCH_KEY, path: str | None = None) -> bytes:
+        head = (f"POST {path or self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                 f"Authorization: Bearer {api_key}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n")
         return head.encode() + body
@@ -33,9 +34,10 @@ class Target:
 
 @dataclass
 class Batch:
-    """What one batch measured: per-request latencies (s) of successful requests, failures, wall time."""
+    """What one batch measured: latencies (s) of the 200s, non-200 or failed requests, wall time."""
 
     latencies: list[float] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
     failures: int = 0
     wall_s: float = 0.0
 
@@ -101,20 +103,27 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 
 
 async def run_batch(target: Target, request: bytes, *, concurrency: int, count: int) -> Batch:
-    """`count` requests over `concurrency` connections, each first warmed by one untimed request."""
+    """`count` copies of one request over `concurrency` connections, each first warmed by one untimed
+    request (so connection set-up is not measured)."""
+    return await run_requests(target, [request] * count, concurrency=concurrency, warm_up=request)
+
+
+async def run_requests(target: Target, requests: Sequence[bytes], *, concurrency: int,
+                       warm_up: bytes | None = None) -> Batch:
+    """Send `requests` in order over `concurrency` keep-alive connections; `Batch.statuses[i]` is the
+    status of `requests[i]` (0: no response). Only 200s are in `latencies`."""
     connections = [Connection(target) for _ in range(concurrency)]
-    batch = Batch()
+    batch = Batch(statuses=[0] * len(requests))
     try:
-        await asyncio.gather(*(connection.exchange(request) for connection in connections))
-        remaining = count
+        if warm_up is not None:
+            await asyncio.gather(*(connection.exchange(warm_up) for connection in connections))
+        pending = iter(range(len(requests)))
 
         async def worker(connection: Connection) -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
+            for index in pending:
                 start = time.perf_counter()
                 try:
-                    status = await connection.exchange(request)
+                    batch.statuses[index] = status = await connection.exchange(requests[index])
                 except (OSError, asyncio.IncompleteReadError, HTTPError):
                     batch.failures += 1
                     continue

@@ -60,9 +60,10 @@ class ServerProcess:
         assert self.process is not None
         return self.process.pid
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the process and all its descendants (LiteLLM may fork workers)."""
-        return sum(_rss(pid) for pid in _tree(self.pid))
+    def rss_bytes(self, children: bool = True) -> int:
+        """Resident memory of the process and, by default, its descendants (LiteLLM may fork workers,
+        turnout's embedded redis-server is its child)."""
+        return sum(_rss(pid) for pid in (_tree(self.pid) if children else [self.pid]))
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process tree so far."""

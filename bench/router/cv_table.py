@@ -64,7 +64,8 @@ def main() -> int:
     data = load_outcomes(args.data)
     embeddings = cached_embed(Encoder(), data.prompts, show_progress=True)
     print(f"{len(data)} prompts, {len(set(data.groups))} subjects; weak {data.weak.mean():.3f}, "
-          f"strong {data.strong.mean():.3f}; {args.folds}-fold GroupKFold over subjects x {args.repeats} partitions\n")
+          f"strong {data.strong.mean():.3f}; {args.folds}-fold GroupKFold over subjects "
+          f"x {args.repeats} partitions\n")
     print("| router | APGR | CPT(50%) | CPT(80%) |")
     print("|---|---|---|---|")
 
@@ -86,7 +87,8 @@ def main() -> int:
                                      DEFAULT_SPEC)]:
         started = time.perf_counter()
         exclude = excluded if spec is DEFAULT_SPEC else ()
-        result = cross_validate(spec, data, embeddings, args.folds, args.repeats, exclude_from_training=exclude)
+        result = cross_validate(spec, data, embeddings, args.folds, args.repeats,
+                                exclude_from_training=exclude)
         row(name, *result.metrics.as_dict().values(), result.apgr_std)
         print(f"<!-- {time.perf_counter() - started:.0f} s -->", file=sys.stderr)
     return 0

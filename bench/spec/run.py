@@ -32,13 +32,17 @@ def near_duplicate(question: str) -> str:
     return f"Please answer this: {question.strip()}"
 
 
-async def measure(engine: Engine, prompts: list[str], params: SamplingParams, *,
-                  speculative: bool, references: list[list[int]] | None = None) -> list[Timing]:
-    out = []
+async def measure(engine: Engine, prompts: list[str], params: SamplingParams,
+                  references: list[list[int]] | None = None) -> tuple[list[Timing], list[Timing]]:
+    """Off and on interleaved prompt by prompt, so load drift on the machine hits both alike."""
+    off, on = [], []
     for i, prompt in enumerate(prompts):
         options = {"reference_ids": references[i]} if references else {}
-        out.append(await timed_generate(engine, prompt, params, speculative=speculative, **options))
-    return out
+        off.append(await timed_generate(engine, prompt, params, speculative=False))
+        on.append(await timed_generate(engine, prompt, params, speculative=True, **options))
+        if on[-1].tokens != off[-1].tokens:
+            raise AssertionError(f"speculation changed the output length on prompt {i}")
+    return off, on
 
 
 def summarise(name: str, drafter: str, off: list[Timing], on: list[Timing]) -> list[object]:
@@ -80,8 +84,7 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
                                       for t in d.token_ids])
                 references, prompts = originals, [near_duplicate(p) for p in prompts]
             start = time.perf_counter()
-            off = await measure(engine, prompts, params, speculative=False)
-            on = await measure(engine, prompts, params, speculative=True, references=references)
+            off, on = await measure(engine, prompts, params, references)
             label = "retrieval" if name == "near-dup" else kind
             rows.append(summarise(name, label, off, on))
             print(f"{name}: {time.perf_counter() - start:.0f} s", rows[-1], flush=True)

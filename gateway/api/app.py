@@ -26,6 +26,7 @@ from gateway.pipeline import Pipeline
 from gateway.policy import Policy, build_router
 
 from . import access, observability
+from .body_limit import BodyLimit
 from .routes import router
 
 log = logging.getLogger("turnout")
@@ -143,6 +144,7 @@ def create_app(config: TurnoutConfig) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(MetricsContext, metrics=runtime.governance.metrics)
+    app.add_middleware(BodyLimit, max_bytes=config.server.max_request_bytes)
     app.include_router(router)
     app.include_router(access.router)
     app.include_router(observability.router)

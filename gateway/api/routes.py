@@ -67,9 +67,9 @@ async def ready(request: Request) -> JSONResponse:
 
 async def _generate(body: GenerationRequest, request: Request, caller: Caller) -> Response:
     pipeline, access = _pipeline(request), governance(request)
-    tier_header = request.headers.get("x-turnout-tier")  # narrowed (or 403) by the key's allowed tiers:
-    tier_header = access.auth.tier_header(caller, pipeline.policy.requested_target(body.model, tier_header),
-                                          tier_header)
+    asked_tier = request.headers.get("x-turnout-tier")  # narrowed (or 403) by the key's allowed tiers
+    tier_header = access.auth.tier_header(caller, lambda: pipeline.policy.requested_target(body.model, asked_tier),
+                                          asked_tier)
     context = RequestContext(api_key=caller.api_key, tier_header=tier_header, key_tenant=caller.tenant,
                              cache_mode=cache_mode_from_headers(request.headers))
     backend_request = body.to_backend_request()

@@ -1,7 +1,10 @@
 """Backend for any OpenAI-compatible server (vLLM, llama.cpp, Ollama, another turnout).
 
 Always streams upstream (non-streaming responses are assembled by the gateway), through one pooled
-`httpx.AsyncClient` per deployment. Fields the gateway does not understand are passed through.
+`aiohttp.ClientSession` per deployment. Fields the gateway does not understand are passed through.
+aiohttp rather than httpx: on this path httpx (httpcore, h11, anyio) cost about 1 ms of CPU per
+request and its pool scans every connection per request, so its cost grew with concurrency; aiohttp's
+C parser and connector take a quarter of that (bench/RESULTS-overhead-load-soak.md).
 Upstream 4xx keep their status and message; 5xx and connection failures become 502 (503 stays
 503 so clients still back off); timeouts become 504. Closing the stream closes the upstream
 response, which makes vLLM abort the request.
@@ -16,13 +19,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urljoin
 
-import httpx
+import aiohttp
 
 from gateway.backends.base import BackendError
 from gateway.config import DeploymentConfig
 from gateway.types import BackendRequest, RequestKind, StreamEvent
 
 DRAIN_TIMEOUT_S = 1.0
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
 
 class OpenAIHTTPBackend:
@@ -35,33 +39,34 @@ class OpenAIHTTPBackend:
         self.url = deployment.url.rstrip("/")
         self.health_url = urljoin(self.url + "/", deployment.health.path)
         self.deployment = deployment
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         d = self.deployment
         headers = {"Authorization": f"Bearer {d.api_key}"} if d.api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=self.url,
+        # `connect` covers waiting for a pooled connection too, like httpx's pool timeout did.
+        self._client = aiohttp.ClientSession(
             headers=headers,
-            timeout=httpx.Timeout(d.timeout_s, connect=d.connect_timeout_s, pool=d.connect_timeout_s),
-            limits=httpx.Limits(max_connections=d.max_connections,
-                                max_keepalive_connections=d.max_connections),
+            timeout=aiohttp.ClientTimeout(total=None, connect=d.connect_timeout_s, sock_read=d.timeout_s),
+            connector=aiohttp.TCPConnector(limit=d.max_connections),
+            auto_decompress=True,
         )
 
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await client.aclose()
+            await client.close()
 
     async def ready(self) -> bool:
         """The deployment's health check (`health.path`, default <url>/models): answers 2xx in time."""
         if self._client is None:
             return False
         try:
-            response = await self._client.get(self.health_url, timeout=self.deployment.health.timeout_s)
-        except httpx.HTTPError:
+            timeout = aiohttp.ClientTimeout(total=self.deployment.health.timeout_s)
+            async with self._client.get(self.health_url, timeout=timeout) as response:
+                return 200 <= response.status < 300
+        except (aiohttp.ClientError, TimeoutError):
             return False
-        return response.is_success
 
     def count_prompt_tokens(self, request: BackendRequest) -> int | None:
         return None
@@ -72,28 +77,27 @@ class OpenAIHTTPBackend:
         path = "/chat/completions" if request.kind == "chat" else "/completions"
         body = upstream_body(request, self.model)
         first_byte = self.deployment.first_byte_timeout_s or self.deployment.timeout_s
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         try:
             async with asyncio.timeout(first_byte):
-                upstream = self._client.build_request("POST", path, json=body)
-                response = await self._client.send(upstream, stream=True)
+                response = await self._client.post(self.url + path, data=data, headers=JSON_HEADERS)
         except TimeoutError:
             raise BackendError(f"upstream {self.name} sent no response within {first_byte:g}s", 504) from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise _transport_error(self.name, exc) from None
         try:
-            if response.status_code >= 400:
-                await response.aread()
-                raise _status_error(self.name, response)
-            lines = response.aiter_lines()
+            if response.status >= 400:
+                raise _status_error(self.name, response.status, await response.read(), response.reason)
+            lines = _lines(response.content)
             async for event in events_from_chunks(request.kind, _sse_payloads(lines)):
                 yield event
             await _drain(lines)
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transport_error(self.name, exc) from None
         except ValueError as exc:
             raise BackendError(f"upstream {self.name} sent malformed JSON: {exc}", 502) from None
         finally:
-            await response.aclose()
+            response.release()  # back to the pool when read to the end, else closed (vLLM aborts)
 
 
 def upstream_body(request: BackendRequest, model: str) -> dict[str, Any]:
@@ -115,6 +119,19 @@ async def _drain(lines: AsyncIterator[str]) -> None:
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
             async for _ in lines:
                 pass
+
+
+async def _lines(body: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The body's lines without their endings, however the upstream's writes split them (no length
+    limit, unlike StreamReader's own line iterator)."""
+    pending = b""
+    async for chunk in body.iter_any():
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.rstrip(b"\r").decode()
+    if pending:
+        yield pending.rstrip(b"\r").decode()
 
 
 async def _sse_payloads(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
@@ -182,12 +199,11 @@ def _event_from_choice(kind: RequestKind, choice: dict[str, Any]) -> StreamEvent
     return StreamEvent(text=text, finish_reason=finish, extra=extra or None)
 
 
-def _status_error(name: str, response: httpx.Response) -> BackendError:
+def _status_error(name: str, status: int, raw: bytes, reason: str | None) -> BackendError:
     try:
-        body = response.json()
+        body = json.loads(raw)
     except ValueError:
-        body = {"error": {"message": response.text[:500] or response.reason_phrase}}
-    status = response.status_code
+        body = {"error": {"message": raw.decode(errors="replace")[:500] or reason or str(status)}}
     if status < 500:
         return _error_from_body(body, status)
     error = _error_from_body(body, 503 if status == 503 else 502)
@@ -205,7 +221,7 @@ def _error_from_body(body: Any, status: int) -> BackendError:
     return BackendError(str(error or body), status)
 
 
-def _transport_error(name: str, exc: httpx.HTTPError) -> BackendError:
-    if isinstance(exc, httpx.TimeoutException):
+def _transport_error(name: str, exc: aiohttp.ClientError | TimeoutError) -> BackendError:
+    if isinstance(exc, TimeoutError):  # aiohttp's read and connect timeouts are TimeoutErrors too
         return BackendError(f"upstream {name} timed out ({type(exc).__name__})", 504)
     return BackendError(f"upstream {name} unreachable: {type(exc).__name__}: {exc}", 502)
