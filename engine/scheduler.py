@@ -33,8 +33,11 @@ class Scheduler:
         self.max_speculative_batch = max_speculative_batch
         self.max_batch_size = max_batch_size
         self.max_waiting = max_waiting
-        self.prefill_threads = prefill_threads or torch.get_num_threads()
-        self.decode_threads = decode_threads or torch.get_num_threads()
+        # One thread each by default: on this 2-core CPU a 2-thread GEMM of 1-16 rows ran 2-5x slower
+        # whenever the other core was busy (bench/engine/threads.py), and the default gateway runs two
+        # engines (small and large) in one process, one core each.
+        self.prefill_threads = prefill_threads or 1
+        self.decode_threads = decode_threads or 1
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.kv = BatchKV()

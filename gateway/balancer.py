@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.backends.base import Backend
 from gateway.breaker import CircuitBreaker
@@ -29,8 +29,7 @@ class Replica:
     deployment: DeploymentConfig
     breaker: CircuitBreaker
     outstanding: int = 0
-    healthy: bool | None = None  # last health check; None: not checked (yet, or never for in-process)
-    last_error: str | None = field(default=None, repr=False)
+    healthy: bool | None = None  # last health check (in-process: loaded); None: not known yet
 
     @property
     def model(self) -> str:
@@ -42,8 +41,9 @@ class Replica:
         return self.deployment.kind == "openai"
 
     @property
-    def available(self) -> bool:
-        return self.breaker.allows() and self.healthy is not False
+    def up(self) -> bool:
+        """For /ready and metrics: known healthy, breaker closed (not open, nor waiting on a probe)."""
+        return self.healthy is True and self.breaker.state == "closed"
 
     @contextmanager
     def lease(self) -> Iterator[Replica]:
@@ -55,7 +55,7 @@ class Replica:
             self.outstanding -= 1
 
     def describe(self) -> dict[str, object]:
-        return {"model": self.model, "healthy": self.healthy, "breaker": self.breaker.state,
+        return {"model": self.model, "up": self.up, "healthy": self.healthy, "breaker": self.breaker.state,
                 "outstanding": self.outstanding}
 
 

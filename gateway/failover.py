@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
 
@@ -37,12 +37,10 @@ BUSY = 503
 
 
 class Failover:
-    def __init__(self, balancer: Balancer, retry: RetryConfig, *, fallback: bool = True,
-                 jitter: Callable[[], float] = random.random):
+    def __init__(self, balancer: Balancer, retry: RetryConfig, *, fallback: bool = True):
         self.balancer = balancer
         self.retry = retry
         self.fallback = fallback
-        self._jitter = jitter
 
     def serve(self, route: Route, request: BackendRequest) -> Serving:
         return Serving(self, route, request)
@@ -57,12 +55,12 @@ class Failover:
     def backoff_s(self, retry: int) -> float:
         """Before the `retry`-th retry: exponential, capped, jittered over its upper half."""
         cap = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (retry - 1))
-        return cap * (0.5 + self._jitter() / 2)
+        return cap * random.uniform(0.5, 1.0)
 
 
 class Serving:
-    """One response under way. `route` names the replica and tier that serve it once the first event
-    has arrived (before that, the policy's choice)."""
+    """One response under way. `route` is the policy's choice until the first attempt, then the
+    replica (and tier) being tried: the one that answered, or the last one that failed."""
 
     def __init__(self, failover: Failover, route: Route, request: BackendRequest):
         self.route = route

@@ -1,4 +1,5 @@
-"""Background health checks of remote replicas, one task per replica, owned by the app's lifespan.
+"""Deployment health: background checks of remote replicas (one task each, owned by the app's
+lifespan), and how the result is reported (/ready, /metrics).
 
 A check is the backend's own `ready()` (for HTTP: GET on the deployment's `health.path`). Its result
 only steers the balancer (`Replica.healthy`); the circuit breaker counts request failures, so a
@@ -9,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gateway.balancer import Replica
 
@@ -17,13 +22,18 @@ log = logging.getLogger("turnout.health")
 
 
 class HealthMonitor:
+    """In-process backends are marked healthy once loaded; remote ones are checked periodically."""
+
     def __init__(self) -> None:
         self._tasks: list[asyncio.Task[None]] = []
 
     def watch(self, replica: Replica) -> None:
-        """Check `replica` now and every `health.interval_s` until `close` (call once it is started)."""
+        """Call once `replica`'s backend has started: check it now and every `health.interval_s`
+        until `close` (remote), or mark it healthy (in-process: started means loaded)."""
         if replica.monitored:
             self._tasks.append(asyncio.create_task(self._watch(replica), name=f"health-{replica.name}"))
+        else:
+            replica.healthy = True
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -51,14 +61,6 @@ class HealthMonitor:
             await asyncio.sleep(interval)
 
 
-async def is_up(replica: Replica) -> bool:
-    """For /ready: its breaker is closed (not open, nor waiting on a probe) and its last health check
-    (in-process: its own state) passed."""
-    if replica.breaker.state != "closed":
-        return False
-    return bool(replica.healthy) if replica.monitored else await replica.backend.ready()
-
-
 @dataclass(frozen=True)
 class Readiness:
     """What /ready answers: 200 when `ready`, each dependency's state, each deployment's details."""
@@ -70,3 +72,25 @@ class Readiness:
     def body(self) -> dict[str, object]:
         return {"status": "ready" if self.ready else "not ready", "dependencies": self.dependencies,
                 "deployments": self.deployments}
+
+
+class DeploymentMetrics(Collector):
+    """Each deployment's state at scrape time: up, requests in flight, breaker not closed."""
+
+    def __init__(self, replicas: list[Replica]):
+        self.replicas = replicas
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["deployment", "model"]
+        up = GaugeMetricFamily("turnout_deployment_up", "1 when the deployment's health check passes and "
+                               "its circuit breaker is closed", labels=labels)
+        outstanding = GaugeMetricFamily("turnout_deployment_outstanding_requests",
+                                        "Requests in flight to the deployment", labels=labels)
+        breaker_open = GaugeMetricFamily("turnout_deployment_breaker_open", "1 while the deployment's circuit "
+                                         "breaker is open or half-open", labels=labels)
+        for replica in self.replicas:
+            values = [replica.name, replica.model]
+            up.add_metric(values, float(replica.up))
+            outstanding.add_metric(values, replica.outstanding)
+            breaker_open.add_metric(values, float(replica.breaker.state != "closed"))
+        yield from (up, outstanding, breaker_open)

@@ -27,7 +27,7 @@ from gateway.backends.base import BackendError
 from gateway.cache import CacheLookup, CacheMode, ResponseCache, replay
 from gateway.errors import APIError
 from gateway.failover import Failover, Serving
-from gateway.policy import Policy, Route
+from gateway.policy import AUTO, Policy, Route
 from gateway.types import BackendRequest, StreamEvent
 from router_models.encoder import BatchingEncoder
 
@@ -90,8 +90,10 @@ class Pipeline:
             if lookup.events is not None:
                 return _cached_reply(lookup)
 
-        # 4. embed the prompt once, for the semantic cache and the router.
-        embedding = await self._embed(request, semantic=lookup is not None and lookup.status == "miss")
+        # 4. embed the prompt once, for the semantic cache and the router (which a forced tier or
+        #    model id never consults: those pay for no embedding).
+        embedding = await self._embed(request, router=asked.model == AUTO,
+                                      semantic=lookup is not None and lookup.status == "miss")
 
         # 5. semantic cache lookup → replay on hit.
         if self.cache is not None and lookup is not None and lookup.status == "miss" and embedding is not None:
@@ -123,11 +125,12 @@ class Pipeline:
         return Reply(model=serving.route.backend.model, headers=_served_headers(serving.route, lookup),
                      events=_prepend(first, events))
 
-    async def _embed(self, request: BackendRequest, *, semantic: bool) -> np.ndarray | None:
-        if not (self.policy.needs_embedding or semantic):
+    async def _embed(self, request: BackendRequest, *, router: bool, semantic: bool) -> np.ndarray | None:
+        router = router and self.policy.needs_embedding
+        if not (router or semantic):
             return None
         if self.encoder is None:
-            if self.policy.needs_embedding:
+            if router:
                 raise APIError(503, "the router's prompt encoder is still loading; retry shortly")
             return None
         return await self.encoder.embed_one(request.prompt_text())

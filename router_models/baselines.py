@@ -27,6 +27,10 @@ class RandomRouter:
         return np.fromiter((int.from_bytes(d, "little") / 2.0**64 for d in digests), dtype=np.float64,
                            count=len(prompts))
 
+    def threshold_for_fraction(self, strong_fraction: float) -> float:
+        """Scores are uniform, so the threshold is exact without a prompt sample."""
+        return 1.0 - strong_fraction
+
 
 class PromptLengthRouter:
     """Longer prompts go to the large model: score = chars / (chars + midpoint_chars).

@@ -24,6 +24,7 @@ from .features import FEATURE_NAMES, prompt_features
 
 HEAD_FORMAT = "turnout-router-head/1"
 OUTPUTS = ("gain2", "logit")
+DEFAULT_STRONG_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,11 @@ class LearnedRouter:
                 self._embed = shared_encoder().embed
             embeddings = self._embed(list(prompts))
         return self.head.score(prompts, embeddings)
+
+    @property
+    def threshold(self) -> float:
+        """Default cut-off: half of training-like traffic goes large (routing.strong_fraction overrides)."""
+        return self.threshold_for_fraction(DEFAULT_STRONG_FRACTION)
 
     def threshold_for_fraction(self, strong_fraction: float) -> float:
         """Score threshold sending `strong_fraction` of prompts like the training ones to the large model.

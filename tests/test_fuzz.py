@@ -9,17 +9,17 @@ import json
 from collections.abc import Iterator
 
 import pytest
-import requests
-import schemathesis
 from conftest import UvicornServer, wait_until_ready
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
 from redis_proc import running_redis
-from schemathesis import GenerationMode
 from test_reliability import OPENAI_ERROR_FIELDS, gateway_config, instant_upstream  # noqa: F401 (fixture)
 
 from gateway.api import create_app
 from gateway.config import parse_config
+
+schemathesis = pytest.importorskip("schemathesis")  # the `test` extra; skipped where it is not installed
+hypothesis = pytest.importorskip("hypothesis")
+requests = pytest.importorskip("requests")
+GenerationMode = schemathesis.GenerationMode
 
 EXAMPLES_PER_OPERATION = 60
 
@@ -34,7 +34,7 @@ def gateway(instant_upstream, tmp_path_factory) -> Iterator[UvicornServer]:  # n
             yield server
 
 
-def problems(response: schemathesis.Response) -> list[str]:
+def problems(response) -> list[str]:
     """What is wrong with one answer, if anything."""
     status = response.status_code
     if status >= 500:
@@ -54,15 +54,14 @@ def problems(response: schemathesis.Response) -> list[str]:
     return []
 
 
-def exercise(operation, mode: GenerationMode, base_url: str, session: requests.Session,
-             found: dict[str, list[str]]) -> int:
+def exercise(operation, mode, base_url: str, session, found: dict[str, list[str]]) -> int:
     """Up to EXAMPLES_PER_OPERATION generated cases of one operation; problems are collected in `found`.
     Returns how many requests were sent."""
     sent = 0
 
-    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(case=operation.as_strategy(generation_mode=mode))
+    @hypothesis.settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
     def call(case) -> None:
         nonlocal sent
         sent += 1
@@ -73,7 +72,7 @@ def exercise(operation, mode: GenerationMode, base_url: str, session: requests.S
 
     try:
         call()
-    except Unsatisfiable:  # nothing to make invalid (GET /health takes no input)
+    except hypothesis.errors.Unsatisfiable:  # nothing to make invalid (GET /health takes no input)
         assert mode == GenerationMode.NEGATIVE
     return sent
 

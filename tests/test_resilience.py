@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from conftest import UvicornServer, free_port, wait_until_ready
+from conftest import UvicornServer, free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
@@ -90,6 +90,14 @@ def chat(client: openai.OpenAI, model: str = "auto", **kwargs):
 
 def ready(server: UvicornServer) -> httpx.Response:
     return httpx.get(server.url + "/ready", timeout=5)
+
+
+def wait_until_checked(server: UvicornServer, deployment: str, healthy: bool, timeout_s: float = 30) -> None:
+    """Until the background health check has judged `deployment`."""
+    deadline = time.monotonic() + timeout_s
+    while ready(server).json()["deployments"][deployment]["healthy"] is not healthy:
+        assert time.monotonic() < deadline, f"{deployment} never checked {healthy}"
+        time.sleep(0.05)
 
 
 # --- the circuit breaker alone, on a clock the test moves ----------------------------------------
@@ -205,16 +213,18 @@ def test_whole_tier_down_falls_back(upstreams, stream):
     first, _ = upstreams
     text = config_text([deployment("s1", "dead", dead_url()), deployment("s2", "dead", dead_url())],
                        [deployment("l1", "echo", first.base_url)])
-    with gateway(text) as (_, client):
+    with gateway(text) as (server, client):
         raw = client.chat.completions.with_raw_response.create(model="auto", messages=HI, stream=stream)
         body = raw.parse()
-        if stream:
-            body = list(body)
+        choices = [chunk.choices[0] for chunk in body if chunk.choices] if stream else body.choices
+        metrics = httpx.get(server.url + "/metrics").text
+    assert choices[-1].finish_reason == "tool_calls"  # the whole answer, from the large tier
     assert raw.headers["x-turnout-fallback"] == "small->large"
     assert raw.headers["x-turnout-tier"] == "large"
     assert raw.headers["x-turnout-route-reason"] == "no-router+fallback"
     assert raw.headers["x-turnout-deployment"] == "l1"
     assert first.calls["echo"] == 1
+    assert 'turnout_fallbacks_total{from_tier="small",to_tier="large"} 1.0' in metrics
 
 
 def test_fallback_spares_pinned_models_and_can_be_turned_off(upstreams):
@@ -243,12 +253,16 @@ def test_breaker_opens_and_keeps_traffic_away(upstreams):
     with gateway(text) as (server, client):
         served = [chat(client)[0]["x-turnout-deployment"] for _ in range(4)]
         state = ready(server)
+        metrics = httpx.get(server.url + "/metrics").text
     assert served == ["good"] * 4
     assert first.calls["boom"] == 1  # failed once, then never tried again during the cool-down
     assert state.status_code == 200  # the tier still has a deployment up
     deployments = state.json()["deployments"]
     assert (deployments["flaky"]["breaker"], deployments["flaky"]["up"]) == ("open", False)
     assert (deployments["good"]["breaker"], deployments["good"]["up"]) == ("closed", True)
+    assert 'turnout_deployment_breaker_open{deployment="flaky",model="boom"} 1.0' in metrics
+    assert 'turnout_deployment_up{deployment="good",model="echo"} 1.0' in metrics
+    assert 'turnout_backend_errors_total{model="boom",status="502",tier="small"} 1.0' in metrics  # retried
 
 
 def test_failing_health_check_steers_traffic_away(upstreams):
@@ -256,7 +270,8 @@ def test_failing_health_check_steers_traffic_away(upstreams):
     text = config_text([deployment("sick", "echo", first.base_url, health="{path: /nowhere, interval_s: 0.1}"),
                         deployment("well", "echo", second.base_url, health="{interval_s: 0.1}")])
     with gateway(text) as (server, client):
-        wait_until_ready(server.url)
+        wait_until_checked(server, "sick", False)
+        wait_until_checked(server, "well", True)
         served = {chat(client)[0]["x-turnout-deployment"] for _ in range(4)}
         deployments = ready(server).json()["deployments"]
     assert served == {"well"}
@@ -271,9 +286,7 @@ def test_unhealthy_replicas_still_serve_when_nothing_else_is_left(upstreams):
     text = config_text([deployment("sick", "echo", first.base_url, health="{path: /nowhere, interval_s: 0.1}")],
                        routing=", fallback: false")
     with gateway(text) as (server, client):
-        deadline = time.monotonic() + 30
-        while ready(server).json()["deployments"]["sick"]["healthy"] is not False and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until_checked(server, "sick", False)
         headers, _ = chat(client)
         state = ready(server)
     assert headers["x-turnout-deployment"] == "sick"

@@ -74,13 +74,15 @@ def replica_deployment(name: str, model: str, replica: EngineReplica) -> str:
 
 
 @contextlib.contextmanager
-def gateway(small: list[str], large: list[str] | None = None) -> Iterator[tuple[UvicornServer, openai.OpenAI]]:
+def gateway(small: list[str], large: list[str] | None = None, *,
+            wait_ready: bool = True) -> Iterator[tuple[UvicornServer, openai.OpenAI]]:
     text = f"server: {{request_timeout_s: 120}}\ntiers:\n  small:\n    deployments: [{', '.join(small)}]\n"
     if large:
         text += f"  large:\n    deployments: [{', '.join(large)}]\n"
     text += "routing: {router: none, retry: {backoff_s: 0.01}}\n"
     with UvicornServer(create_app(parse_config(text))) as server:
-        wait_until_ready(server.url)
+        if wait_ready:
+            wait_until_ready(server.url)
         yield server, openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=120)
 
 
@@ -102,9 +104,10 @@ def test_load_spreads_over_replicas(replicas, tiny_model):
         sequential = [chat(client, tiny_model)["x-turnout-deployment"] for _ in range(4)]
 
         async def concurrent() -> list[str]:
-            aclient = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=120)
-            raws = await asyncio.gather(*(aclient.chat.completions.with_raw_response.create(
-                model="auto", messages=SHORT, max_tokens=4, temperature=0) for _ in range(4)))
+            async with openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0,
+                                          timeout=120) as aclient:
+                raws = await asyncio.gather(*(aclient.chat.completions.with_raw_response.create(
+                    model="auto", messages=SHORT, max_tokens=4, temperature=0) for _ in range(4)))
             return [raw.headers["x-turnout-deployment"] for raw in raws]
 
         together = asyncio.run(concurrent())
@@ -123,9 +126,9 @@ def test_killed_replica_costs_no_request_and_its_breaker_recovers(replicas, tiny
             served = [chat(client, tiny_model)["x-turnout-deployment"] for _ in range(6)]  # none may fail
             after_kill = deployments(server)
             # a whole tier down (its only replica is b) → the other tier serves, and says so
-            with gateway([replica_deployment("b", tiny_model, b)], [replica_deployment("a", tiny_model, a)]) as (
-                    _, fallback_client):
-                fallback_headers = chat(fallback_client, tiny_model)
+            only_b_small = [replica_deployment("b", tiny_model, b)]
+            with gateway(only_b_small, [replica_deployment("a", tiny_model, a)], wait_ready=False) as (_, fallback):
+                fallback_headers = chat(fallback, tiny_model)
         finally:
             b.restart()
         # b is back: after the cool-down one request probes it, succeeds, and closes its breaker

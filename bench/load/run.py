@@ -134,8 +134,9 @@ def report(results: list[Result], wall_s: float, args: argparse.Namespace) -> st
                percentile_ms([t for r in rs if (t := r.tpot_s) is not None], 50)]
               for group, rs in grouped(ok).items()]
     return "\n".join([
-        f"config {args.config}, {len(results)} ShareGPT prompts ({args.repeat:.0%} asked again), max_tokens "
-        f"{args.max_tokens}, machine {os.cpu_count()} cores (shared)", "",
+        f"config {os.path.relpath(args.config, ROOT)}, {args.prompts} distinct ShareGPT prompts + "
+        f"{len(results) - args.prompts} asked again ({len(results)} requests), max_tokens {args.max_tokens}, "
+        f"machine {os.cpu_count()} cores (shared)", "",
         markdown_table(header, summary), "",
         markdown_table(["served by", "requests", "TTFT p50 ms", "TTFT p95 ms", "TPOT p50 ms"], groups), ""])
 

@@ -20,7 +20,7 @@ from gateway.cache import ResponseCache
 from gateway.config import TurnoutConfig
 from gateway.errors import install_error_handlers
 from gateway.governance import Governance
-from gateway.health import HealthMonitor, Readiness, is_up
+from gateway.health import DeploymentMetrics, HealthMonitor, Readiness
 from gateway.metrics import MetricsContext
 from gateway.pipeline import Pipeline
 from gateway.policy import Policy, build_router
@@ -49,6 +49,7 @@ class Runtime:
         self.balancer = self.pipeline.policy.balancer
         self.health = HealthMonitor()
         self.governance = Governance(config, cache_stats=lambda: self.pipeline.cache and self.pipeline.cache.stats)
+        self.governance.metrics.registry.register(DeploymentMetrics(self.balancer.replicas))
         self._starting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -72,17 +73,16 @@ class Runtime:
         """Ready: every tier has a deployment up (health check passed, breaker not open), and the
         cache and encoder, when configured, are up."""
         replicas = self.balancer.replicas
-        up = dict(zip(replicas, await asyncio.gather(*(is_up(r) for r in replicas)), strict=True))
         services: dict[str, bool] = {}
         if self.cache_configured:
             services["cache"] = await self._cache_health()
         if self.encoder_needed:
             services["encoder"] = self.pipeline.encoder is not None
         services.update(await self.governance.readiness())
-        tiers_up = all(any(up[r] for r in tier) for tier in self.balancer.tiers.values())
+        tiers_up = all(any(r.up for r in tier) for tier in self.balancer.tiers.values())
         return Readiness(ready=tiers_up and all(services.values()),
-                         dependencies={**{r.backend.name: up[r] for r in replicas}, **services},
-                         deployments={r.name: {**r.describe(), "up": up[r]} for r in replicas})
+                         dependencies={**{r.backend.name: r.up for r in replicas}, **services},
+                         deployments={r.name: r.describe() for r in replicas})
 
     async def _cache_health(self) -> bool:
         return self.pipeline.cache is not None and await self.pipeline.cache.health()
@@ -98,6 +98,7 @@ class Runtime:
             log.info("backend %s ready", backend.name)
         except Exception:
             log.exception("backend %s failed to start", backend.name)
+            replica.healthy = False
             return
         self.health.watch(replica)
 
