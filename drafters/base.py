@@ -7,11 +7,12 @@ drafters/verify.py) — they only change how many target passes it takes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
-
-import torch
+from typing import TYPE_CHECKING, Protocol
 
 from engine.types import SamplingParams
+
+if TYPE_CHECKING:  # config tools (vllm-args, config check) import drafters without paying for torch
+    import torch
 
 
 @dataclass

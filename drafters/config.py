@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from drafters.base import Drafter
 from drafters.combined import FirstProposal
 from drafters.ngram import NgramDrafter
-from engine.loader import LoadedModel
+
+if TYPE_CHECKING:
+    from engine.loader import LoadedModel
 
 Method = Literal["none", "ngram", "draft_model", "ngram+draft_model", "eagle3"]
 

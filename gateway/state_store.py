@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from redis.asyncio import Redis
 
-from gateway.cache.breaker import CircuitBreaker
+from gateway.breaker import CircuitBreaker
 from gateway.cache.config import CacheConfig
 from gateway.cache.guard import CacheUnavailable, RedisGuard
 from gateway.cache.response_cache import redis_client

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from gateway.breaker import CircuitBreaker
 from gateway.cache import cache_mode_from_headers, guards
-from gateway.cache.breaker import CircuitBreaker
 from gateway.cache.codec import decode, encode, is_complete
 from gateway.cache.keys import TenantKeys, canonical_request, digest, is_deterministic, semantic_scope
 from gateway.cache.single_flight import SingleFlight
@@ -135,29 +135,29 @@ def test_only_finished_responses_are_complete() -> None:
 
 def test_breaker_opens_probes_and_closes() -> None:
     now = [0.0]
-    breaker = CircuitBreaker(failure_threshold=3, cooldown_s=5, clock=lambda: now[0])
+    breaker = CircuitBreaker(failures=3, cooldown_s=5, clock=lambda: now[0])
     for _ in range(2):
-        breaker.record_failure()
+        breaker.failure()
     assert breaker.allow() and breaker.state == "closed"
-    breaker.record_failure()
+    breaker.failure()
     assert breaker.state == "open" and not breaker.allow()
 
     now[0] = 5.0
     assert breaker.allow() and breaker.state == "half-open"  # the probe
     assert not breaker.allow()  # only one probe at a time
-    breaker.record_failure()
+    breaker.failure()
     assert breaker.state == "open" and not breaker.allow()
 
     now[0] = 10.0
     assert breaker.allow()
-    breaker.record_success()
+    breaker.success()
     assert breaker.state == "closed" and breaker.allow() and breaker.times_opened == 1
 
 
 def test_a_probe_that_never_reports_does_not_wedge_the_breaker() -> None:
     now = [0.0]
-    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=1, clock=lambda: now[0])
-    breaker.record_failure()
+    breaker = CircuitBreaker(failures=1, cooldown_s=1, clock=lambda: now[0])
+    breaker.failure()
     now[0] = 1.0
     assert breaker.allow()  # probe starts, then is cancelled without a result
     now[0] = 2.0

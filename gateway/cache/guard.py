@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
 
-from gateway.cache.breaker import CircuitBreaker
+from gateway.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +43,17 @@ class RedisGuard:
             raise CacheUnavailable("pool-exhausted") from exc
         except ResponseError as exc:
             # Redis answered: it is up, the command was refused (OOM, wrong type, unknown command)
-            self.breaker.record_success()
+            self.breaker.success()
             log.warning("redis refused a cache command: %s", exc)
             raise CacheUnavailable("redis-error") from exc
         except (RedisError, OSError, TimeoutError) as exc:
             was_open = self.breaker.state != "closed"
-            self.breaker.record_failure()
+            self.breaker.failure()
             if self.breaker.state != "closed" and not was_open:
                 log.warning("redis unavailable (%s: %s); cache bypassed for %.1fs",
                             type(exc).__name__, exc, self.breaker.cooldown_s)
             raise CacheUnavailable("unavailable") from exc
         if self.breaker.state != "closed":
             log.info("redis reachable again; cache resumed")
-        self.breaker.record_success()
+        self.breaker.success()
         return result

@@ -33,8 +33,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 from redis.retry import Retry
 
+from gateway.breaker import CircuitBreaker
 from gateway.cache import codec, guards
-from gateway.cache.breaker import CircuitBreaker
 from gateway.cache.config import CacheConfig
 from gateway.cache.guard import CacheUnavailable, RedisGuard
 from gateway.cache.keys import (
