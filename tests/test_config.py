@@ -24,8 +24,8 @@ def test_builtin_default_is_two_embedded_tiers():
     small, large = config.tiers["small"].deployments[0], config.tiers["large"].deployments[0]
     assert (small.kind, small.model) == ("embedded", "qwen2.5-coder-0.5b-instruct")
     assert (large.kind, large.model) == ("embedded", "qwen2.5-coder-1.5b-instruct")
-    assert large.speculative.method == "draft_model"
-    assert large.speculative.draft_model == "qwen2.5-coder-0.5b-instruct"
+    assert large.speculative.method == "ngram"  # the draft model measured 0.7x on CPU (BENCHMARKS.md)
+    assert config.cache is not None and config.cache.enabled and config.cache.redis_url is None  # embedded Redis
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
