@@ -125,3 +125,12 @@ def engine_server(tiny_model: str) -> TurnoutProcess:
     server = TurnoutProcess("engine", "serve", "--model", tiny_model, "--max-batch-size", "4").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory) -> str:
+    """A real redis-server of the module's own (keys, limits, usage), killed after the module."""
+    from redis_proc import running_redis
+
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url

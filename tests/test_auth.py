@@ -12,18 +12,11 @@ import httpx
 import openai
 import pytest
 from conftest import ROOT, TurnoutProcess, UvicornServer, wait_until_ready
-from redis_proc import running_redis
 from scrape import scrape, total
 
 from gateway.api import create_app
 from gateway.auth import hash_secret
 from gateway.config import parse_config
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    with running_redis(tmp_path_factory.mktemp("auth-redis")) as server:
-        yield server.url
 
 
 @pytest.fixture(scope="module")

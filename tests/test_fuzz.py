@@ -6,15 +6,10 @@ bench/upstream.py (instant), the cache a real Redis, so generated input also rea
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
-from conftest import UvicornServer, wait_until_ready
-from redis_proc import running_redis
-from test_reliability import OPENAI_ERROR_FIELDS, gateway_config, instant_upstream  # noqa: F401 (fixture)
-
-from gateway.api import create_app
-from gateway.config import parse_config
+from conftest import UvicornServer
+from test_reliability import OPENAI_ERROR_FIELDS, cached_gateway, instant_upstream  # noqa: F401 (fixtures)
 
 schemathesis = pytest.importorskip("schemathesis")  # the `test` extra; skipped where it is not installed
 hypothesis = pytest.importorskip("hypothesis")
@@ -25,13 +20,9 @@ EXAMPLES_PER_OPERATION = 60
 
 
 @pytest.fixture(scope="module")
-def gateway(instant_upstream, tmp_path_factory) -> Iterator[UvicornServer]:  # noqa: F811
-    with running_redis(tmp_path_factory.mktemp("redis")) as redis:
-        config = gateway_config(("instant", instant_upstream.base_url),
-                                cache=f'{{redis_url: "{redis.url}", semantic_enabled: false}}')
-        with UvicornServer(create_app(parse_config(config))) as server:
-            wait_until_ready(server.url)
-            yield server
+def gateway(cached_gateway) -> UvicornServer:  # noqa: F811
+    """The reliability tests' gateway: instant upstream, cache on (real Redis)."""
+    return cached_gateway
 
 
 def problems(response) -> list[str]:

@@ -41,12 +41,6 @@ limits: {{window_s: {window_s}, requests: 1000}}
 
 
 @pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    with running_redis(tmp_path_factory.mktemp("limits-redis")) as redis:
-        yield redis.url
-
-
-@pytest.fixture(scope="module")
 def short_window(tiny_model: str, engine_server: TurnoutProcess, redis_url: str):
     with limited_gateway(tiny_model, engine_server.base_url, redis_url, SHORT_WINDOW_S) as server:
         wait_until_ready(server.url)

@@ -94,12 +94,14 @@ def export_onnx(int8: bool) -> Path:
     fp32, quantized = folder / "minilm.onnx", folder / "minilm-int8.onnx"
     if not fp32.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        model = AutoModel.from_pretrained(str(bundled_model_dir())).eval()
-
         class Pooled(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.bert = AutoModel.from_pretrained(str(bundled_model_dir())).eval()
+
             def forward(self, input_ids, attention_mask, token_type_ids):
-                hidden = model(input_ids=input_ids, attention_mask=attention_mask,
-                               token_type_ids=token_type_ids).last_hidden_state
+                hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                                   token_type_ids=token_type_ids).last_hidden_state
                 mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 return torch.nn.functional.normalize(pooled, p=2, dim=1)
