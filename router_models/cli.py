@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import ROUTER_NAMES, load_router
+from .encoder import DEFAULT_CACHE_DIR
 
 
 class InputError(ValueError):
@@ -71,6 +72,8 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="outcome CSV/JSONL, or a folder of them (RouteLLM MMLU layout)")
     parser.add_argument("--weak-column", help="column with the small model's quality (auto-detected)")
     parser.add_argument("--strong-column", help="column with the large model's quality (auto-detected)")
+    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), metavar="DIR",
+                        help="where prompt embeddings are cached between runs (default: %(default)s)")
 
 
 # --- handlers ------------------------------------------------------------------------------------
@@ -114,7 +117,7 @@ def _train(args: argparse.Namespace) -> int:
     unknown = set(excluded) - set(data.groups)
     if unknown:
         raise InputError(f"--exclude-groups: no such group(s) {sorted(unknown)}")
-    embeddings = _embeddings(data.prompts) if spec.inputs.startswith("embedding") else None
+    embeddings = _embeddings(data.prompts, args.cache_dir) if spec.inputs.startswith("embedding") else None
     print(f"{len(data)} prompts in {len(set(data.groups))} groups; weak={data.weak_column} "
           f"({data.weak.mean():.3f}), strong={data.strong_column} ({data.strong.mean():.3f})")
     print(f"head: {spec.description}" + (f"; not learning from {excluded}" if excluded else ""))
@@ -148,7 +151,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     data = _load_data(args)
     router = load_router(args.router)
-    embeddings = _embeddings(data.prompts) if router.needs_embeddings else None
+    embeddings = _embeddings(data.prompts, args.cache_dir) if router.needs_embeddings else None
     scores = {router.name: router.score(data.prompts, embeddings)}
     for baseline in (RandomRouter(), PromptLengthRouter()):
         scores[baseline.name] = baseline.score(data.prompts)
@@ -214,11 +217,11 @@ def _load_data(args: argparse.Namespace):
     return load_outcomes(args.data, weak_column=args.weak_column, strong_column=args.strong_column)
 
 
-def _embeddings(prompts: Sequence[str]) -> np.ndarray:
+def _embeddings(prompts: Sequence[str], cache_dir: str) -> np.ndarray:
     from .embedding_cache import cached_embed
     from .encoder import shared_encoder
 
-    return cached_embed(shared_encoder(), prompts, show_progress=True)
+    return cached_embed(shared_encoder(), prompts, Path(cache_dir), show_progress=True)
 
 
 def _print_metrics(rows: dict[str, Any]) -> None:

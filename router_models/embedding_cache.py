@@ -2,29 +2,25 @@
 
 Embedding 14k MMLU prompts takes minutes on 2 cores; cross-validating many heads must not redo it.
 Entries are keyed by the SHA-1 of the prompt text and stored per encoder name, as plain arrays in
-an .npz (no pickle), under ~/.cache/turnout/embeddings/ unless TURNOUT_CACHE_DIR says otherwise.
+an .npz (no pickle), in `<cache_dir>/embeddings/` (~/.cache/turnout by default).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from .encoder import DEFAULT_CACHE_DIR
+
 
 class Embeds(Protocol):
     name: str
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("TURNOUT_CACHE_DIR") or Path.home() / ".cache" / "turnout"
-    return Path(root) / "embeddings"
 
 
 _KEY_BYTES = 20  # stored as a (n, 20) uint8 array: numpy "S" strings would drop trailing zero bytes
@@ -34,10 +30,10 @@ def prompt_key(text: str) -> bytes:
     return hashlib.sha1(text.encode("utf-8")).digest()
 
 
-def cached_embed(encoder: Embeds, prompts: Sequence[str], cache_dir: Path | None = None,
+def cached_embed(encoder: Embeds, prompts: Sequence[str], cache_dir: Path = DEFAULT_CACHE_DIR,
                  show_progress: bool = False) -> np.ndarray:
     """Embeddings of `prompts`, computing (and storing) only those not cached yet."""
-    file = (cache_dir or default_cache_dir()) / f"{encoder.name}.npz"
+    file = Path(cache_dir) / "embeddings" / f"{encoder.name}.npz"
     known: dict[bytes, np.ndarray] = {}
     if file.exists():
         with np.load(file, allow_pickle=False) as stored:

@@ -43,8 +43,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 @pytest.fixture
-def synthetic_outcomes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("TURNOUT_CACHE_DIR", str(tmp_path / "cache"))
+def synthetic_outcomes(tmp_path: Path) -> Path:
     rows = []
     for i in range(4):  # four groups, each with easy rows (both right) and hard rows (only strong right)
         for prompts, weak in ((EASY, True), (HARD, False)):
@@ -104,8 +103,10 @@ def test_calibrate_prints_a_threshold_for_the_fraction(tmp_path: Path, capsys: p
 def test_train_then_score_and_eval_with_the_trained_file(synthetic_outcomes: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
     weights = tmp_path / "head.npz"
+    cache = str(tmp_path / "cache")
     assert run_cli("router", "train", "--data", str(synthetic_outcomes), "--out", str(weights),
-                   "--folds", "2") == 0
+                   "--folds", "2", "--cache-dir", cache) == 0
+    assert (tmp_path / "cache" / "embeddings").is_dir()
     out = capsys.readouterr().out
     assert "group-held-out CV" in out and "wrote" in out
     router = load_router(str(weights))
@@ -117,7 +118,7 @@ def test_train_then_score_and_eval_with_the_trained_file(synthetic_outcomes: Pat
     plot = tmp_path / "curve.png"
     pytest.importorskip("matplotlib")
     assert run_cli("router", "eval", "--data", str(synthetic_outcomes), "--router", str(weights),
-                   "--plot", str(plot)) == 0
+                   "--plot", str(plot), "--cache-dir", cache) == 0
     out = capsys.readouterr().out
     assert "in-sample" in out and "APGR" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from importlib.util import find_spec
 
 import numpy as np
 import pytest
@@ -40,6 +41,15 @@ def test_batching_equals_one_by_one(encoder: Encoder) -> None:
     batched = encoder.embed(PROMPTS)
     single = np.stack([encoder.embed([p])[0] for p in PROMPTS])
     np.testing.assert_allclose(batched, single, atol=2e-5)
+
+
+@pytest.mark.skipif(find_spec("onnxruntime") is None or find_spec("onnx") is None,
+                    reason="onnxruntime/onnx not installed: only the torch backend exists")
+def test_onnx_and_torch_backends_give_the_same_vectors() -> None:
+    onnx, torch = Encoder(backend="onnx", num_threads=1), Encoder(backend="torch", num_threads=1)
+    texts = PROMPTS + ["word " * 400]  # also past max_seq_length: both must truncate alike
+    np.testing.assert_allclose(onnx.embed(texts), torch.embed(texts), atol=1e-5)
+    assert onnx.name == torch.name  # so cached embeddings are shared between them
 
 
 def test_empty_input_gives_empty_matrix(encoder: Encoder) -> None:
