@@ -11,7 +11,7 @@ from typing import Any
 
 from drafters.config import SpeculativeConfig, build_drafter
 from engine.detok import IncrementalDetokenizer, StopStringFilter
-from engine.loader import DEFAULT_MAX_CONTEXT, LoadedModel, load_model
+from engine.loader import DEFAULT_MAX_CONTEXT, LOAD_LOCK, LoadedModel, load_model
 from engine.runner import ModelRunner
 from engine.sampling import make_generator
 from engine.scheduler import Scheduler
@@ -39,13 +39,16 @@ class Engine:
     def load(cls, name_or_path: str, *, max_batch_size: int = 8, max_waiting: int = 64,
              device: str | None = None, max_context: int = DEFAULT_MAX_CONTEXT, progress: bool = True,
              **scheduler_options: Any) -> Engine:
-        """Blocking: resolve (pulling a built-in model if needed) and load; start the scheduler thread."""
+        """Blocking: resolve (pulling a built-in model if needed) and load; start the scheduler thread.
+        Engines load one at a time (LOAD_LOCK): transformers loading is not thread-safe, and two pulls'
+        progress bars cannot share the terminal."""
         from engine.store import resolve
 
-        location = resolve(name_or_path, progress=progress)
-        loaded = load_model(name_or_path, location, device=device, max_context=max_context)
-        return cls(loaded, max_batch_size=max_batch_size, max_waiting=max_waiting, progress=progress,
-                   **scheduler_options)
+        with LOAD_LOCK:
+            location = resolve(name_or_path, progress=progress)
+            loaded = load_model(name_or_path, location, device=device, max_context=max_context)
+            return cls(loaded, max_batch_size=max_batch_size, max_waiting=max_waiting, progress=progress,
+                       **scheduler_options)
 
     def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
         """Apply the tokenizer's chat template (with the generation prompt)."""

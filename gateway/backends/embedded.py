@@ -93,7 +93,7 @@ class EmbeddedBackend:
         try:
             self._engine = await asyncio.to_thread(
                 Engine.load, self.model, max_batch_size=d.max_batch_size, max_waiting=d.max_waiting,
-                speculative=d.speculative.engine_config(), progress=False)
+                speculative=d.speculative.engine_config(), progress=True)  # first start pulls: show it
         except Exception as exc:
             self._load_error = f"{type(exc).__name__}: {exc}"
             raise
