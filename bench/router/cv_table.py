@@ -22,7 +22,7 @@ from router_models.baselines import PromptLengthRouter, RandomRouter  # noqa: E4
 from router_models.data import load_outcomes  # noqa: E402
 from router_models.embedding_cache import cached_embed  # noqa: E402
 from router_models.encoder import Encoder  # noqa: E402
-from router_models.evaluate import routing_metrics  # noqa: E402
+from router_models.evaluate import plot_pgr_curves, routing_metrics  # noqa: E402
 from router_models.train import (
     DEFAULT_SPEC,
     MMLU_LABEL_ARTIFACTS,
@@ -54,11 +54,34 @@ def knn_scores(embeddings: np.ndarray, gain: np.ndarray, k: int):
     return score
 
 
+def topic_rows(data, held_out_scores: np.ndarray, row) -> None:
+    """How much of the head's skill is topic: compare with routers that know each subject's true gain.
+
+    "subject mean" scores every prompt by its subject's true mean gain (a topic-only ceiling, not a
+    router); breaking its ties by the head's held-out scores (1e-3 x the deviation from the subject's
+    mean score, far below the gaps between subjects) shows whether the head ranks prompts *inside*
+    a subject better than chance.
+    """
+    gain = data.strong - data.weak
+    subject_gain = np.zeros(len(data))
+    within = np.zeros(len(data))
+    for subject in np.unique(data.groups):
+        members = data.groups == subject
+        subject_gain[members] = gain[members].mean()
+        within[members] = held_out_scores[members] - held_out_scores[members].mean()
+    tie_broken = subject_gain + 1e-3 * within
+    for name, scores in (("subject mean gain (topic-only ceiling, in-sample)", subject_gain),
+                         ("subject mean gain, ties broken by the held-out head", tie_broken)):
+        m = routing_metrics(scores, data.weak, data.strong)
+        row(name, m.apgr, m.cpt50, m.cpt80)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="/work/shared/data/routellm/mmlu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--plot", metavar="PNG", help="also plot held-out PGR curves (first partition)")
     args = parser.parse_args()
 
     data = load_outcomes(args.data)
@@ -79,9 +102,11 @@ def main() -> int:
         m = routing_metrics(router.score(data.prompts), data.weak, data.strong)
         row(f"{router.name} (no training)", m.apgr, m.cpt50, m.cpt80)
     gain = data.strong - data.weak
+    curves = {router.name: router.score(data.prompts) for router in (RandomRouter(0), PromptLengthRouter())}
     for k in (50, 200):
         result = cross_validate_scores(knn_scores(embeddings, gain, k), data, args.folds, args.repeats)
         row(f"kNN k={k}, embedding, gain", *result.metrics.as_dict().values(), result.apgr_std)
+        curves[f"kNN k={k} (held out)"] = result.out_of_fold
     excluded = list(MMLU_LABEL_ARTIFACTS)
     for name, spec in [*CANDIDATES, ("**default** " + DEFAULT_SPEC.description + f", minus {excluded}",
                                      DEFAULT_SPEC)]:
@@ -91,6 +116,12 @@ def main() -> int:
                                 exclude_from_training=exclude)
         row(name, *result.metrics.as_dict().values(), result.apgr_std)
         print(f"<!-- {time.perf_counter() - started:.0f} s -->", file=sys.stderr)
+        if spec is DEFAULT_SPEC:
+            curves["default head (held out)"] = result.out_of_fold
+            topic_rows(data, result.out_of_fold, row)
+    if args.plot:
+        title = "MMLU, subject-held-out (5-fold GroupKFold)"
+        print(f"\nwrote {plot_pgr_curves(curves, data.weak, data.strong, args.plot, title=title)}")
     return 0
 
 
