@@ -6,13 +6,14 @@ plus two choice-level keys: `index` (choice index, default 0) and `logprobs`.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
+
+import orjson
 
 from gateway.backends.base import BackendError
 from gateway.errors import APIError, sse_error
@@ -147,5 +148,10 @@ def _merge(old: Any, new: Any, key: str | None = None) -> Any:
     return new
 
 
+def render_json(payload: Any) -> bytes:
+    """Compact JSON, as Starlette's JSONResponse writes it but several times faster (orjson)."""
+    return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+
+
 def _sse(payload: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+    return b"data: " + render_json(payload) + b"\n\n"

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import Coroutine
 from dataclasses import replace
-from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -20,10 +16,10 @@ from gateway.pipeline import Pipeline, RequestContext
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
 
 from .access import Authenticated, governance
-from .render import Renderer
+from .hangup import HangUp
+from .render import Renderer, render_json
 
 router = APIRouter()
-T = TypeVar("T")
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention; nobody is there to read it
 _STARTED = int(time.time())
 
@@ -76,41 +72,21 @@ async def _generate(body: GenerationRequest, request: Request, caller: Caller) -
     if request.headers.get("x-turnout-speculative", "").lower() == "off":  # per-request A/B switch
         backend_request = replace(backend_request, speculative=False)
     meter = access.accountant.meter(caller, backend_request)  # quotas before; metrics and usage after
-    reply = await _unless_disconnected(request, meter.handle(lambda: pipeline.handle(backend_request, context)))
-    if reply is None:
+    hangup = HangUp(request)
+    with hangup:
+        reply = await meter.handle(lambda: pipeline.handle(backend_request, context))
+        renderer = Renderer(backend_request.kind, reply.model, include_usage=body.include_usage)
+        if body.stream:  # from here on Starlette's disconnect listener cancels the stream
+            hangup.stop()
+            return StreamingResponse(renderer.sse(reply.events), media_type="text/event-stream",
+                                     headers={**reply.headers, "cache-control": "no-cache"})
+        try:
+            payload = await renderer.collect(reply.events)
+        except BackendError as exc:
+            return APIError.from_backend(exc, headers=reply.headers).response()
+    if hangup.happened:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    renderer = Renderer(backend_request.kind, reply.model, include_usage=body.include_usage)
-    if body.stream:  # from here on Starlette's disconnect listener cancels the stream
-        return StreamingResponse(renderer.sse(reply.events), media_type="text/event-stream",
-                                 headers={**reply.headers, "cache-control": "no-cache"})
-    try:
-        payload = await _unless_disconnected(request, renderer.collect(reply.events))
-    except BackendError as exc:
-        return APIError.from_backend(exc, headers=reply.headers).response()
-    if payload is None:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    return JSONResponse(payload, headers=reply.headers)
-
-
-async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T | None:
-    """Run `work`; None if the client hung up first, in which case `work` is cancelled: a generation
-    nobody will read must not keep its batch slot, not even while waiting for its first token."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        return await task
-    return None
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+    return Response(render_json(payload), media_type="application/json", headers=reply.headers)
 
 
 def _pipeline(request: Request) -> Pipeline:

@@ -1,0 +1,68 @@
+"""Cancel a request's work when its client hangs up, without paying for it on requests that end quickly.
+
+A generation nobody will read must not keep its batch slot, not even while waiting for its first token,
+so something has to listen for `http.disconnect` while the handler awaits the pipeline. A listener is an
+extra task per request, as much as the rest of a cache hit costs; so `HangUp` starts it only once the
+block has run for `grace_s` (a hit is long done by then) and, when the client is gone, cancels the
+handler's own task at the await it is suspended in. `happened` then says to answer 499.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+from starlette.requests import Request
+
+GRACE_S = 0.02
+
+
+class HangUp:
+    """`with HangUp(request) as hangup: ...work...`; afterwards `hangup.happened` is True if the client
+    disconnected and the work was cancelled for it (the CancelledError is swallowed at the block's end)."""
+
+    def __init__(self, request: Request, grace_s: float = GRACE_S):
+        self.request = request
+        self.grace_s = grace_s
+        self.happened = False
+        self._task: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._listener: asyncio.Task | None = None
+
+    def __enter__(self) -> HangUp:
+        self._task = asyncio.current_task()
+        if self.grace_s > 0:
+            self._timer = asyncio.get_running_loop().call_later(self.grace_s, self._listen)
+        else:
+            self._listen()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        self.stop()
+        if not self.happened:
+            return False
+        assert self._task is not None
+        self._task.uncancel()
+        return exc_type is asyncio.CancelledError
+
+    def stop(self) -> None:
+        """Stop listening (before handing `receive` to a streaming response, which listens itself)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._listener is not None:
+            self._listener.cancel()
+            self._listener = None
+
+    def _listen(self) -> None:
+        self._timer = None
+        self._listener = asyncio.ensure_future(self._wait_for_disconnect())
+
+    async def _wait_for_disconnect(self) -> None:
+        while (await self.request.receive())["type"] != "http.disconnect":
+            pass
+        if self._listener is not None and self._task is not None:  # still inside the block
+            self.happened = True
+            self._listener = None
+            self._task.cancel()
