@@ -14,6 +14,7 @@ event's `extra`, under ROUTE_KEY) so a hit reports the model that actually answe
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -53,7 +54,12 @@ class RequestContext:
             return "tenant-" + self.key_tenant
         if not self.api_key:
             return "anonymous"
-        return "key-" + hashlib.sha256(self.api_key.encode()).hexdigest()[:16]
+        return _token_tenant(self.api_key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _token_tenant(api_key: str) -> str:
+    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
 @dataclass

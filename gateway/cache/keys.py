@@ -8,6 +8,7 @@ and multi-key scripts work there.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class TenantKeys:
 
     @classmethod
     def for_tenant(cls, tenant: str) -> TenantKeys:
-        return cls(tag=hashlib.sha256(tenant.encode()).hexdigest()[:16])
+        return _tenant_keys(tenant)
 
     @property
     def prefix(self) -> str:
@@ -104,6 +105,12 @@ class TenantKeys:
 
     def expiries(self, scope_id: str) -> str:
         return f"{self.prefix}:t:{scope_id}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _tenant_keys(tenant: str) -> TenantKeys:
+    """Memoised: every lookup and store names its tenant's keys, and tenants are few."""
+    return TenantKeys(tag=hashlib.sha256(tenant.encode()).hexdigest()[:16])
 
 
 def lock_key(entry_key: str) -> str:
