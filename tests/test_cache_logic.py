@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.breaker import CircuitBreaker
-from gateway.cache import cache_mode_from_headers, guards
+from gateway.cache import cache_mode_from_headers, guards, verifier
 from gateway.cache.codec import decode, encode, is_complete
 from gateway.cache.keys import TenantKeys, canonical_request, digest, is_deterministic, semantic_scope
 from gateway.cache.single_flight import SingleFlight
@@ -113,6 +113,33 @@ def test_guards_veto_contrasts(query: str, cached: str, reason: str) -> None:
 ])
 def test_guards_let_paraphrases_through(query: str, cached: str) -> None:
     assert guards.veto(query, cached) is None
+
+
+# verifier (similarities fixed here; the model's own are measured by bench/cache/semantic_bench.py) -----
+
+@pytest.mark.parametrize(("query", "cached", "similarity"), [
+    ("How do I handle errors in async/await in JavaScript?",
+     "What's the right way to catch errors with async/await in JS?", 0.95),  # JS = JavaScript, not a new name
+    ('Translate "good morning" into French.', 'How do you say "good morning" in French?', 0.92),
+])
+def test_verifier_accepts_paraphrases_a_soft_guard_flags(query: str, cached: str, similarity: float) -> None:
+    assert verifier.verdict(query, cached, similarity, min_probability=0.8) is None
+
+
+@pytest.mark.parametrize(("query", "cached", "similarity", "reason"), [
+    ("How do I enable 2FA?", "How do I disable 2FA?", 0.99, "opposite"),  # hard guards stay absolute
+    ("How do I delete a local branch in git?", "How do I delete a branch in git?", 0.92, "verifier"),
+    ("What is the capital of Austria?", "What is the capital of Australia?", 0.90, "entity"),
+])
+def test_verifier_rejects_contrasts(query: str, cached: str, similarity: float, reason: str) -> None:
+    rejected = verifier.verdict(query, cached, similarity, min_probability=0.8)
+    assert rejected is not None and rejected.startswith(reason)
+
+
+def test_verifier_probability_grows_with_similarity() -> None:
+    low, high = (verifier.probability(verifier.features("How do I reverse a list?", "Reverse a Python list", s))
+                 for s in (0.6, 0.9))
+    assert 0.0 <= low < high <= 1.0
 
 
 # codec ---------------------------------------------------------------------------------------------

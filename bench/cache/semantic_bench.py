@@ -1,13 +1,13 @@
 """Semantic cache quality on the labelled pairs in pairs.jsonl: paraphrase hit rate and false-hit rate.
 
 Two measurements:
-1. pairs: for every pair, would b be answered by a's entry? (cosine >= threshold and no guard veto),
-   over a range of thresholds, with and without the guards;
+1. pairs: for every pair, would b be answered by a's entry? (cosine >= floor and the verifier accepts:
+   gateway/cache/verifier.py), over a range of cosine floors, with and without the verifier;
 2. store: all a-sides stored in one scope of a real Redis (the ResponseCache, vector sets), every
    b-side looked up: a paraphrase must hit its own a, a contrast must hit nothing.
 
-    .venv/bin/python -m bench.cache.semantic_bench [--threshold 0.74 0.8] [--quantization noquant]
-        [--pairs bench/cache/pairs_holdout.jsonl]
+    .venv/bin/python -m bench.cache.semantic_bench [--threshold 0.6] [--min-probability 0.85]
+        [--quantization noquant] [--pairs bench/cache/pairs_holdout.jsonl]
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from gateway.cache import CacheConfig, ResponseCache
-from gateway.cache.guards import veto
+from gateway.cache.verifier import verdict
 from gateway.types import BackendRequest, StreamEvent
 
 PAIRS = Path(__file__).with_name("pairs.jsonl")
-THRESHOLDS = [round(t, 2) for t in [*np.arange(0.66, 0.86, 0.01), *np.arange(0.86, 0.97, 0.02)]]
+THRESHOLDS = [round(t, 2) for t in [*np.arange(0.56, 0.86, 0.02), *np.arange(0.86, 0.97, 0.04)]]
 
 
 def load_pairs(path: Path = PAIRS) -> list[dict[str, str]]:
@@ -41,19 +41,20 @@ def embed_all(texts: list[str]) -> dict[str, np.ndarray]:
     return dict(zip(unique, Encoder().embed(unique), strict=True))
 
 
-def pair_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray]) -> None:
+def pair_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray], min_probability: float) -> None:
     similarity = np.array([float(vectors[p["a"]] @ vectors[p["b"]]) for p in pairs])
-    vetoed = np.array([veto(p["b"], p["a"], s) is not None for p, s in zip(pairs, similarity, strict=True)])
+    vetoed = np.array([verdict(p["b"], p["a"], s, min_probability) is not None
+                       for p, s in zip(pairs, similarity, strict=True)])
     paraphrase = np.array([p["label"] == "paraphrase" for p in pairs])
     kinds = sorted({p["kind"] for p in pairs if p["label"] == "contrast"})
     kind_of = np.array([p["kind"] for p in pairs])
 
     print(f"pairs: {paraphrase.sum()} paraphrase, {(~paraphrase).sum()} contrast "
           f"({', '.join(f'{k} {int((kind_of == k).sum())}' for k in kinds)})")
-    print(f"guards veto {vetoed[paraphrase].mean():.1%} of paraphrases and "
-          f"{vetoed[~paraphrase].mean():.1%} of contrasts regardless of similarity\n")
-    print("| threshold | paraphrase hit (guards) | false hit (guards) | paraphrase hit (no guards) "
-          "| false hit (no guards) | " + " | ".join(f"false: {k}" for k in kinds) + " |")
+    print(f"the verifier (min P {min_probability}) rejects {vetoed[paraphrase].mean():.1%} of paraphrases and "
+          f"{vetoed[~paraphrase].mean():.1%} of contrasts, whatever the cosine floor\n")
+    print("| cosine floor | paraphrase hit (verified) | false hit (verified) | paraphrase hit (cosine only) "
+          "| false hit (cosine only) | " + " | ".join(f"false: {k}" for k in kinds) + " |")
     print("|---" * (5 + len(kinds)) + "|")
     for threshold in THRESHOLDS:
         above = similarity >= threshold
@@ -70,8 +71,9 @@ def request(text: str) -> BackendRequest:
 
 
 async def store_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray], threshold: float,
-                      quantization: str) -> None:
-    config = CacheConfig(similarity_threshold=threshold, vector_quantization=quantization)
+                      quantization: str, min_probability: float) -> None:
+    config = CacheConfig(similarity_threshold=threshold, vector_quantization=quantization,
+                         verifier_min_probability=min_probability)
     cache = await ResponseCache.open(config)
     try:
         for text in sorted({p["a"] for p in pairs}):
@@ -95,8 +97,8 @@ async def store_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray
                 if served is not None:
                     outcomes["contrast-hit"] += 1
                     false_hits.append((pair["b"], served, lookup.similarity))
-        print(f"\nstore: {len({p['a'] for p in pairs})} entries in one scope, threshold {threshold}, "
-              f"{quantization}")
+        print(f"\nstore: {len({p['a'] for p in pairs})} entries in one scope, cosine floor {threshold}, "
+              f"min P {min_probability}, {quantization}")
         print(f"paraphrase hit {outcomes['paraphrase-hit'] / outcomes['paraphrase']:.1%} "
               f"({outcomes['paraphrase-hit']}/{outcomes['paraphrase']}), wrong-entry hits "
               f"{outcomes['paraphrase-wrong-hit']}; contrast false hit "
@@ -114,14 +116,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=Path, default=PAIRS, help="pairs_holdout.jsonl: written after tuning")
     parser.add_argument("--threshold", type=float, nargs="+", default=[CacheConfig().similarity_threshold])
+    parser.add_argument("--min-probability", type=float, default=CacheConfig().verifier_min_probability)
     parser.add_argument("--quantization", choices=["noquant", "q8", "bin"],
                         default=CacheConfig().vector_quantization)
     args = parser.parse_args()
     pairs = load_pairs(args.pairs)
     vectors = embed_all([text for p in pairs for text in (p["a"], p["b"])])
-    pair_table(pairs, vectors)
+    pair_table(pairs, vectors, args.min_probability)
     for threshold in args.threshold:
-        asyncio.run(store_table(pairs, vectors, threshold, args.quantization))
+        asyncio.run(store_table(pairs, vectors, threshold, args.quantization, args.min_probability))
 
 
 if __name__ == "__main__":

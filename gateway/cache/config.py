@@ -39,8 +39,12 @@ class CacheConfig(BaseModel):
 
     semantic_enabled: bool = True
     similarity_threshold: float = Field(
-        0.74, ge=-1.0, le=1.0, description="cosine similarity; chosen from bench/cache/RESULTS.md")
-    semantic_guards: bool = True
+        0.60, ge=-1.0, le=1.0, description="cosine floor of a semantic candidate; above it the verifier decides "
+        "(with semantic_guards off, the cosine alone)")
+    semantic_guards: bool = Field(True, description="verify candidates: hard guards, then the learned verifier")
+    verifier_min_probability: float = Field(
+        0.80, ge=0.0, le=1.0, description="P(paraphrase) a candidate needs: the lowest whose cross-validated "
+        "false-hit rate on bench/cache/pairs.jsonl is <= 1% (bench/cache/RESULTS.md)")
     semantic_candidates: int = Field(4, ge=1, description="neighbours checked against the guards")
     semantic_max_prompt_chars: int = Field(
         1000, description="longer prompts exceed the encoder's window: exact matches only")

@@ -143,6 +143,7 @@ def is_negated(text: str) -> bool:
     return any(word in NEGATIONS or word.endswith("n't") for word in words)
 
 
+@lru_cache(maxsize=4096)
 def entities(text: str) -> frozenset[str]:
     """Names and identifiers: capitalised words not opening a sentence, acronyms, code-like tokens
     (snake_case, dotted.names, camelCase, v2) and quoted strings; all lower-cased."""
@@ -210,6 +211,12 @@ def entity_mismatch(query: str, cached: str) -> str | None:
     return None
 
 
+def unmatched_entities(query: str, cached: str) -> int:
+    """How many names of either side are missing from the other (the entity guard stops at the first)."""
+    return sum(not _contains(other, entity)
+               for source, other in ((query, cached), (cached, query)) for entity in entities(source))
+
+
 def direction_mismatch(query: str, cached: str) -> str | None:
     """"X to Y" in one prompt and "Y to X" in the other: a conversion or translation turned around."""
     query_pairs = {(a.lower(), b.lower()) for a, b in _DIRECTION.findall(query)}
@@ -218,6 +225,7 @@ def direction_mismatch(query: str, cached: str) -> str | None:
     return "direction" if query_pairs & reversed_pairs else None
 
 
+@lru_cache(maxsize=4096)
 def content_words(text: str) -> tuple[str, ...]:
     """The stems of the words that carry meaning, in order."""
     lowered = (word.lower().replace("’", "'") for word in _words(text))

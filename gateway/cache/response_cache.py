@@ -34,7 +34,7 @@ from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from gateway.breaker import CircuitBreaker
-from gateway.cache import codec, guards
+from gateway.cache import codec, verifier
 from gateway.cache.config import CacheConfig
 from gateway.cache.guard import CacheUnavailable, RedisGuard
 from gateway.cache.keys import (
@@ -243,7 +243,8 @@ class ResponseCache:
     async def lookup_semantic(
         self, tenant: str, request: BackendRequest, embedding: np.ndarray, mode: CacheMode = "use",
     ) -> CacheLookup:
-        """The nearest earlier prompt of the same scope, if similar enough and no guard vetoes it."""
+        """The nearest earlier prompt of the same scope that is similar enough and that the verifier (hard
+        guards, then the learned check of gateway/cache/verifier.py) accepts."""
         key = self._precheck(tenant, request, mode)
         if isinstance(key, CacheLookup):
             return self._result("semantic", key)
@@ -259,9 +260,10 @@ class ResponseCache:
             if neighbour.similarity < self.config.similarity_threshold:
                 break
             if self.config.semantic_guards and (
-                veto := guards.veto(text, neighbour.prompt, neighbour.similarity)
+                veto := verifier.verdict(text, neighbour.prompt, neighbour.similarity,
+                                         self.config.verifier_min_probability)
             ):
-                self.stats[f"vetoed:{veto.split(':')[0]}"] += 1
+                self.stats[f"vetoed:{veto.split(':')[0].split(' ')[0]}"] += 1
                 continue
             entry = await self._fetch_entry(tenant, neighbour)
             if entry is not None:
