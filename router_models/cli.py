@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--exclude-groups", default="", metavar="A,B",
                        help="groups (subjects) never learned from, e.g. ones with broken labels")
     train.add_argument("--folds", type=int, default=5, help="group-held-out CV folds (0 skips CV)")
+    train.add_argument("--encoder", default=None, metavar="NAME",
+                       help="embedding the head is trained on and serves with: all-MiniLM-L6-v2-seq256 "
+                            "(default; shared with the semantic cache) or all-MiniLM-L6-v2-static-input, ...")
     train.set_defaults(func=train_command)
 
     evaluate = commands.add_parser("eval", help="APGR / CPT of a router beside the random and length routers")
@@ -117,13 +120,17 @@ def _train(args: argparse.Namespace) -> int:
     unknown = set(excluded) - set(data.groups)
     if unknown:
         raise InputError(f"--exclude-groups: no such group(s) {sorted(unknown)}")
-    embeddings = _embeddings(data.prompts, args.cache_dir) if spec.inputs.startswith("embedding") else None
+    from .encoders import SHARED_ENCODER_NAME
+
+    encoder = args.encoder or SHARED_ENCODER_NAME
+    embeddings = _embeddings(data.prompts, args.cache_dir, encoder) if spec.inputs.startswith("embedding") else None
     print(f"{len(data)} prompts in {len(set(data.groups))} groups; weak={data.weak_column} "
           f"({data.weak.mean():.3f}), strong={data.strong_column} ({data.strong.mean():.3f})")
-    print(f"head: {spec.description}" + (f"; not learning from {excluded}" if excluded else ""))
-    meta: dict[str, Any] = {"trained_on": str(args.data), "training_data_digest": data_digest(data.prompts),
-                            "excluded_groups": excluded, "weak_column": data.weak_column,
-                            "strong_column": data.strong_column, "n_prompts": len(data)}
+    print(f"head: {spec.description} on {encoder}" + (f"; not learning from {excluded}" if excluded else ""))
+    meta: dict[str, Any] = {"encoder": encoder, "trained_on": str(args.data),
+                            "training_data_digest": data_digest(data.prompts), "excluded_groups": excluded,
+                            "weak_column": data.weak_column, "strong_column": data.strong_column,
+                            "n_prompts": len(data)}
     if args.folds:
         result = cross_validate(spec, data, embeddings, n_splits=args.folds, exclude_from_training=excluded)
         rows = {"random": routing_metrics(RandomRouter().score(data.prompts), data.weak, data.strong),
@@ -217,11 +224,11 @@ def _load_data(args: argparse.Namespace):
     return load_outcomes(args.data, weak_column=args.weak_column, strong_column=args.strong_column)
 
 
-def _embeddings(prompts: Sequence[str], cache_dir: str) -> np.ndarray:
+def _embeddings(prompts: Sequence[str], cache_dir: str, encoder: str | None = None) -> np.ndarray:
     from .embedding_cache import cached_embed
-    from .encoder import shared_encoder
+    from .encoders import SHARED_ENCODER_NAME, encoder_named
 
-    return cached_embed(shared_encoder(), prompts, Path(cache_dir), show_progress=True)
+    return cached_embed(encoder_named(encoder or SHARED_ENCODER_NAME), prompts, Path(cache_dir), show_progress=True)
 
 
 def _print_metrics(rows: dict[str, Any]) -> None:

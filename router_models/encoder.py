@@ -43,8 +43,8 @@ def bundled_model_dir() -> Path:
                                progress=False)
 
 
-class _BatchEmbedder(Protocol):
-    def __call__(self, texts: list[str]) -> np.ndarray: ...
+class _IdsEmbedder(Protocol):
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
 
 
 class Encoder:
@@ -71,14 +71,15 @@ class Encoder:
         self.backend = _resolve_backend(backend, model, cache, onnx_file)
         if self.backend == "onnx":
             try:
-                self._embed_batch = _onnx_embedder(model, max_seq_length, num_threads, cache, onnx_file)
+                self._run = _onnx_embedder(model, num_threads, cache, onnx_file)
             except Exception:
                 if backend == "onnx":
                     raise
                 log.warning("onnxruntime encoder unavailable, using torch (same vectors)", exc_info=True)
                 self.backend = "torch"
         if self.backend == "torch":
-            self._embed_batch = _torch_embedder(model, max_seq_length, num_threads)
+            self._run = _torch_embedder(model, num_threads)
+        self._tokenizer = _tokenizer(model, max_seq_length)
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -100,8 +101,19 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for batch in self._length_batches(texts):
-            out[batch] = self._embed_batch([texts[i] for i in batch])
+            encodings = self._tokenizer.encode_batch([texts[i] for i in batch])
+            out[batch] = self.embed_ids([e.ids for e in encodings])
         return out
+
+    def embed_ids(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Embed already tokenised inputs (with [CLS]/[SEP]) as one batch, padded to the longest."""
+        width = max(len(ids) for ids in token_ids)
+        input_ids = np.zeros((len(token_ids), width), dtype=np.int64)
+        attention_mask = np.zeros_like(input_ids)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+        return self._run(input_ids, attention_mask).astype(np.float32)
 
     def _length_batches(self, texts: Sequence[str]) -> list[list[int]]:
         batches: list[list[int]] = []
@@ -129,28 +141,38 @@ def _resolve_backend(backend: Backend, model_dir: Path, cache_dir: Path, onnx_fi
     return "onnx" if exported.exists() or importlib.util.find_spec("onnx") is not None else "torch"
 
 
-def _torch_embedder(model_dir: Path, max_seq_length: int, num_threads: int | None) -> _BatchEmbedder:
+def _tokenizer(model_dir: Path, max_seq_length: int):
+    """The model's fast tokenizer, truncating like sentence-transformers ([CLS] ... [SEP] within the limit)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=max_seq_length)
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def _torch_embedder(model_dir: Path, num_threads: int | None) -> _IdsEmbedder:
     import torch
     from sentence_transformers import SentenceTransformer
 
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-    model.max_seq_length = max_seq_length
     model.eval()
 
-    def embed_batch(texts: list[str]) -> np.ndarray:
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        features = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask),
+                    "token_type_ids": torch.zeros_like(torch.from_numpy(input_ids))}
         with torch.inference_mode():
-            vectors = model(model.preprocess(texts))["sentence_embedding"]
+            vectors = model(features)["sentence_embedding"]
             return torch.nn.functional.normalize(vectors, p=2, dim=1).float().numpy()
 
-    return embed_batch
+    return run
 
 
-def _onnx_embedder(model_dir: Path, max_seq_length: int, num_threads: int | None, cache_dir: Path,
-                   onnx_file: str | Path | None) -> _BatchEmbedder:
+def _onnx_embedder(model_dir: Path, num_threads: int | None, cache_dir: Path,
+                   onnx_file: str | Path | None) -> _IdsEmbedder:
     import onnxruntime
-    from tokenizers import Tokenizer
 
     from .onnx_export import INPUT_NAMES, export_onnx, exported_path
 
@@ -162,20 +184,12 @@ def _onnx_embedder(model_dir: Path, max_seq_length: int, num_threads: int | None
         options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tokenizer.enable_truncation(max_length=max_seq_length)
-    tokenizer.enable_padding()
 
-    def embed_batch(texts: list[str]) -> np.ndarray:
-        encodings = tokenizer.encode_batch(texts)
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
-        return session.run(None, {name: feeds[name] for name in INPUT_NAMES})[0].astype(np.float32)
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(input_ids)}
+        return session.run(None, {name: feeds[name] for name in INPUT_NAMES})[0]
 
-    return embed_batch
+    return run
 
 
 class BatchingEncoder:

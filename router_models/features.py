@@ -7,8 +7,9 @@ Each feature is a compressed count (log1p) so a few extreme prompts cannot domin
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -17,37 +18,23 @@ _MATH = re.compile(r"[=+*/^<>√∫∑∏π≤≥≠±×÷]|\\(?:frac|sqrt|sum|i
 _CODE = re.compile(r"```|\b(?:def|return|import|class|function|var|const|void|printf|print)\b|[{};]|==|->|=>")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
-FEATURE_NAMES = (
-    "log_chars",
-    "log_words",
-    "log_lines",
-    "log_numbers",
-    "log_math_symbols",
-    "log_code_markers",
-    "log_question_marks",
-    "log_non_ascii",
-    "digit_fraction",
-    "mean_word_length",
-)
+_FEATURES: dict[str, Callable[[str], float]] = {
+    "log_chars": lambda p: math.log1p(len(p)),
+    "log_words": lambda p: math.log1p(len(p.split())),
+    "log_lines": lambda p: math.log1p(p.count("\n") + 1),
+    "log_numbers": lambda p: math.log1p(len(_NUMBER.findall(p))),
+    "log_math_symbols": lambda p: math.log1p(len(_MATH.findall(p))),
+    "log_code_markers": lambda p: math.log1p(len(_CODE.findall(p))),
+    "log_question_marks": lambda p: math.log1p(p.count("?")),
+    "log_non_ascii": lambda p: math.log1p(len(_NON_ASCII.findall(p))),
+    "digit_fraction": lambda p: sum(c.isdigit() for c in p) / max(len(p), 1),
+    "mean_word_length": lambda p: sum(len(w) for w in p.split()) / max(len(p.split()), 1),
+}
+FEATURE_NAMES = tuple(_FEATURES)
 
 
-def prompt_features(prompts: Sequence[str]) -> np.ndarray:
-    """(n, len(FEATURE_NAMES)) float32 feature matrix."""
-    return np.array([_one(p) for p in prompts], dtype=np.float32).reshape(len(prompts), len(FEATURE_NAMES))
-
-
-def _one(prompt: str) -> list[float]:
-    words = prompt.split()
-    chars = max(len(prompt), 1)
-    return [
-        np.log1p(len(prompt)),
-        np.log1p(len(words)),
-        np.log1p(prompt.count("\n") + 1),
-        np.log1p(len(_NUMBER.findall(prompt))),
-        np.log1p(len(_MATH.findall(prompt))),
-        np.log1p(len(_CODE.findall(prompt))),
-        np.log1p(prompt.count("?")),
-        np.log1p(len(_NON_ASCII.findall(prompt))),
-        sum(c.isdigit() for c in prompt) / chars,
-        sum(len(w) for w in words) / max(len(words), 1),
-    ]
+def prompt_features(prompts: Sequence[str], names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
+    """(n, len(names)) float32 feature matrix. Only the named features are computed: the regex ones
+    cost ~0.1 ms per long prompt, ten times the whole head, and the shipped heads use only length."""
+    functions = [_FEATURES[name] for name in names]
+    return np.array([[f(p) for f in functions] for p in prompts], dtype=np.float32).reshape(len(prompts), len(names))

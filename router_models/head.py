@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +49,8 @@ class Head:
         if actual != expected:
             raise ValueError(f"{self.output} head needs {expected} outputs, not {actual}")
 
-    @cached_property
-    def _feature_index(self) -> np.ndarray:
-        return np.array([FEATURE_NAMES.index(n) for n in self.feature_names], dtype=np.int64)
-
     def inputs(self, prompts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
-        features = prompt_features(prompts)[:, self._feature_index] if self.feature_names else None
+        features = prompt_features(prompts, self.feature_names) if self.feature_names else None
         return head_inputs(embeddings if self.uses_embedding else None, features, self.feature_mean,
                            self.feature_std, expected_rows=len(prompts))
 
@@ -110,20 +105,38 @@ class Head:
 
 
 class LearnedRouter:
-    """A `Router` backed by a trained `Head`; embeds prompts itself only when not given embeddings."""
+    """A `Router` backed by a trained `Head`, fed by the encoder the head was trained on.
+
+    The head's meta "encoder" names its input vectors (router_models/encoders.py). When they start
+    with the gateway's shared MiniLM vector, the router takes the embedding the gateway computed
+    anyway (`needs_embeddings`) and computes only the rest (e.g. the static part, ~0.1 ms); vectors
+    from any other encoder are never mixed in, the router embeds the prompt itself.
+    """
 
     def __init__(self, head: Head, name: str = "embedding", embed: Any = None) -> None:
+        from .encoders import SHARED_ENCODER_NAME
+
         self.head = head
         self.name = name
-        self.needs_embeddings = head.uses_embedding
-        self._embed = embed  # callable list[str] -> (n, 384); defaults to the shared Encoder
+        self.encoder_name = str(head.meta.get("encoder", SHARED_ENCODER_NAME))
+        first, *rest = self.encoder_name.split("+")
+        self.needs_embeddings = head.uses_embedding and first == SHARED_ENCODER_NAME
+        self._rest = "+".join(rest)  # what to add to a given shared embedding ("" for nothing)
+        self._embed = embed  # callable list[str] -> vectors of the whole encoder; defaults to the named one
 
     def score(self, prompts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
-        if embeddings is None and self.needs_embeddings:
-            if self._embed is None:
-                from .encoder import shared_encoder
+        if not self.head.uses_embedding:
+            return self.head.score(prompts, None)
+        if embeddings is not None and self.needs_embeddings:
+            if self._rest:
+                from .encoders import encoder_named
 
-                self._embed = shared_encoder().embed
+                embeddings = np.concatenate([embeddings, encoder_named(self._rest).embed(list(prompts))], axis=1)
+        else:
+            if self._embed is None:
+                from .encoders import encoder_named
+
+                self._embed = encoder_named(self.encoder_name).embed
             embeddings = self._embed(list(prompts))
         return self.head.score(prompts, embeddings)
 

@@ -90,12 +90,11 @@ def fit_head(spec: HeadSpec, prompts: Sequence[str], embeddings: np.ndarray | No
     import torch
 
     uses_embedding, feature_names = INPUTS[spec.inputs]
-    index = [FEATURE_NAMES.index(n) for n in feature_names]
-    features = prompt_features(prompts)[:, index]
+    features = prompt_features(prompts, feature_names)
     mean, std = features.mean(axis=0), np.maximum(features.std(axis=0), 1e-6)
     if uses_embedding and embeddings is None:
         raise ValueError(f"inputs {spec.inputs!r} need embeddings")
-    x = torch.tensor(head_inputs(embeddings if uses_embedding else None, features if index else None,
+    x = torch.tensor(head_inputs(embeddings if uses_embedding else None, features if feature_names else None,
                                  mean, std, expected_rows=len(prompts)))
     y = torch.tensor(targets(spec.label, weak, strong), dtype=torch.float32)
     torch.manual_seed(spec.seed)

@@ -1,0 +1,139 @@
+"""Static MiniLM embeddings: one precomputed vector per word-piece, averaged over a prompt's tokens.
+
+The transformer costs ~21 MFLOP per token, so on 2 CPU cores a 100-token prompt takes ~15 ms and
+1000 prompts/s is out of reach (bench/router/RESULTS.md). A router mostly needs the prompt's topic,
+which a bag of word-pieces carries, so this encoder replaces the transformer by a table lookup:
+tokenise (Rust), gather rows, average, normalise; ~0.1 ms per prompt and no torch.
+
+Two tables, both derived locally from the all-MiniLM-L6-v2 files (no download):
+- "input": MiniLM's own input word-embedding matrix, read from model.safetensors (no computation).
+- "distilled": each word-piece run through the full transformer on its own ([CLS] piece [SEP],
+  mean-pooled), as model2vec does; computed once (~1 min) and cached under ~/.cache/turnout/static.
+
+"-sif" variants weight each token by a / (a + p(token)) (Arora et al.'s smooth inverse frequency),
+so "the", "of" and the answer letters stop drowning the topic words. p comes from word-piece counts
+over generic chat prompts (ShareGPT first turns; weights/token_counts.npz, built by
+bench/router/token_counts.py), never from the routing data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .encoder import DEFAULT_CACHE_DIR, EMBEDDING_DIM, bundled_model_dir
+
+Table = Literal["input", "distilled", "input-sif", "distilled-sif"]
+TABLES: tuple[Table, ...] = ("input", "distilled", "input-sif", "distilled-sif")
+SIF_A = 3e-3  # best of 1e-4 / 1e-3 / 3e-3 / 1e-2 in subject-held-out CV (bench/router/RESULTS.md)
+TOKEN_COUNTS = Path(__file__).parent / "weights" / "token_counts.npz"
+MAX_TOKENS = 2048  # bounds the cost of huge prompts; averaging makes later tokens matter little anyway
+NAME_PREFIX = "all-MiniLM-L6-v2-static-"
+
+
+class StaticEncoder:
+    """Embeds texts into (n, 384) float32 L2-normalised averages of per-token vectors."""
+
+    def __init__(self, table: Table = "distilled", model_dir: str | Path | None = None,
+                 cache_dir: str | Path = DEFAULT_CACHE_DIR) -> None:
+        from tokenizers import Tokenizer
+
+        if table not in TABLES:
+            raise ValueError(f"unknown static table {table!r}; expected one of {TABLES}")
+        model = Path(model_dir) if model_dir else bundled_model_dir()
+        self.table = table
+        self.dim = EMBEDDING_DIM
+        self._vectors = load_table(table.removesuffix("-sif"), model, Path(cache_dir))  # type: ignore[arg-type]
+        self._weights = sif_weights(len(self._vectors)) if table.endswith("-sif") else None
+        self._tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        special = {self._tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")}
+        self._special = np.array(sorted(i for i in special if i is not None), dtype=np.int64)
+
+    @property
+    def name(self) -> str:
+        return NAME_PREFIX + self.table
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if len(texts) == 0:
+            return out
+        for row, encoding in enumerate(self._tokenizer.encode_batch(list(texts), add_special_tokens=False)):
+            ids = np.asarray(encoding.ids[:MAX_TOKENS], dtype=np.int64)
+            if ids.size == 0:
+                continue
+            if self._weights is None:
+                out[row] = self._vectors[ids].mean(axis=0)
+            else:  # normalised below, so a weighted sum is as good as a weighted mean
+                out[row] = self._weights[ids] @ self._vectors[ids]
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+
+def sif_weights(vocab_size: int, a: float = SIF_A, counts_file: Path = TOKEN_COUNTS) -> np.ndarray:
+    """a / (a + p(token)), with add-one smoothed word-piece probabilities from `counts_file`."""
+    with np.load(counts_file, allow_pickle=False) as stored:
+        counts = stored["counts"].astype(np.float64)
+    if counts.shape != (vocab_size,):
+        raise ValueError(f"{counts_file}: {counts.shape[0]} token counts for a {vocab_size}-piece vocabulary")
+    probability = (counts + 1.0) / (counts.sum() + vocab_size)
+    return (a / (a + probability)).astype(np.float32)
+
+
+def count_tokens(texts: Sequence[str], model_dir: Path | None = None) -> np.ndarray:
+    """How often each word-piece occurs in `texts` (no special tokens): the input of `sif_weights`."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str((model_dir or bundled_model_dir()) / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    counts = np.zeros(tokenizer.get_vocab_size(), dtype=np.int64)
+    for encoding in tokenizer.encode_batch(list(texts), add_special_tokens=False):
+        np.add.at(counts, np.asarray(encoding.ids, dtype=np.int64), 1)
+    return counts
+
+
+def load_table(table: Table, model_dir: Path, cache_dir: Path) -> np.ndarray:
+    """The (vocab, 384) float32 table, computed and cached on first use for "distilled"."""
+    if table == "input":
+        from safetensors.numpy import load_file
+
+        return load_file(str(model_dir / "model.safetensors"))["embeddings.word_embeddings.weight"]
+    path = cache_dir / "static" / f"minilm-distilled-{_weights_digest(model_dir)}.npy"
+    if not path.exists():
+        vectors = distill_table(model_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial.npy")
+        np.save(partial, vectors)
+        partial.replace(path)  # atomic: a concurrent start never reads half a file
+    return np.load(path, allow_pickle=False)
+
+
+def distill_table(model_dir: Path, batch: int = 512) -> np.ndarray:
+    """Each vocabulary entry's sentence embedding when it is the whole input ([CLS] piece [SEP])."""
+    from tokenizers import Tokenizer
+
+    from .encoder import Encoder
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    cls, sep, size = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]"), tokenizer.get_vocab_size()
+    encoder = Encoder(model_dir)
+    out = np.empty((size, EMBEDDING_DIM), dtype=np.float32)
+    for start in range(0, size, batch):
+        out[start : start + batch] = encoder.embed_ids([[cls, i, sep] for i in range(start, min(start + batch, size))])
+    return out
+
+
+def _weights_digest(model_dir: Path) -> str:
+    weights = model_dir / "model.safetensors"
+    digest = hashlib.sha1()
+    with weights.open("rb") as f:
+        digest.update(f.read(1 << 20))
+    digest.update(str(weights.stat().st_size).encode())
+    return digest.hexdigest()[:12]
