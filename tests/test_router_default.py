@@ -1,11 +1,11 @@
-"""The shipped default router: loads from the committed weights alone and behaves like a Router."""
+"""The shipped routers: load from the committed weights alone and behave like Routers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from router_models import DEFAULT_WEIGHTS, load_router
+from router_models import DEFAULT_WEIGHTS, EMBEDDING_WEIGHTS, load_router
 from router_models.encoder import Encoder
 from router_models.head import Head, LearnedRouter
 
@@ -26,16 +26,24 @@ def router() -> LearnedRouter:
     return loaded
 
 
-def test_default_weights_are_small_and_plain_arrays() -> None:
-    assert DEFAULT_WEIGHTS.stat().st_size < 2_000_000
-    with np.load(DEFAULT_WEIGHTS, allow_pickle=False) as stored:  # no pickled objects inside
+@pytest.mark.parametrize("weights", [DEFAULT_WEIGHTS, EMBEDDING_WEIGHTS])
+def test_weights_are_small_and_plain_arrays(weights) -> None:
+    assert weights.stat().st_size < 2_000_000
+    with np.load(weights, allow_pickle=False) as stored:  # no pickled objects inside
         assert "meta" in stored.files
 
 
-def test_default_and_embedding_names_load_the_same_head(router: LearnedRouter) -> None:
-    assert router.name == "embedding" and router.needs_embeddings
-    other = load_router("embedding")
+def test_default_is_the_static_router_and_needs_no_gateway_embedding(router: LearnedRouter) -> None:
+    assert router.name == "static" and not router.needs_embeddings
+    other = load_router("static")
     np.testing.assert_array_equal(other.head.weights[0], router.head.weights[0])  # type: ignore[attr-defined]
+
+
+def test_embedding_router_takes_the_gateways_embedding_and_adds_the_static_one() -> None:
+    router = load_router("embedding")
+    assert isinstance(router, LearnedRouter) and router.needs_embeddings
+    embeddings = Encoder(num_threads=1).embed(PROMPTS)
+    np.testing.assert_allclose(router.score(PROMPTS, embeddings), router.score(PROMPTS), atol=1e-5)
 
 
 def test_scores_are_in_unit_interval_and_deterministic(router: LearnedRouter) -> None:

@@ -3,12 +3,13 @@
     .venv/bin/python bench/router/encoder_latency.py [--data /work/shared/data/routellm/mmlu] [--best-of 3]
 
 Variants: plain `SentenceTransformer.encode` (the reference); our `Encoder` on torch (modules called
-directly under inference_mode) at 1/2 threads, dynamic int8, max_seq_length 128; and, when
-onnxruntime and onnx are installed, `Encoder` on onnxruntime (offline ONNX export) in fp32 and two
-int8 variants. Then throughput through `BatchingEncoder` under concurrency and the head's scoring
-latency. Prompts: a seeded MMLU sample when the data is there (else built-in chat prompts), plus
+directly under inference_mode) at 1/2 threads, dynamic int8; when onnxruntime and onnx are
+installed, `Encoder` on onnxruntime (offline ONNX export) in fp32 and int8, at max_seq_length
+256/128/64/32; and the static (table-lookup) encoders of router_models/static.py. Then throughput
+through `BatchingEncoder` under concurrency, per encoder, and whole-router scoring latency and
+throughput. Prompts: a seeded MMLU sample when the data is there (else built-in chat prompts), plus
 ten short chat prompts. Other tenants share the CPU, so each prompt keeps its fastest of
---best-of runs; the load average is printed first.
+--best-of runs; the load average is printed first. `--only SUBSTRING` runs the matching rows only.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class TorchInt8:
             return self.torch.nn.functional.normalize(vectors, dim=1).numpy()
 
 
-def onnx_int8(threads: int, keep_ffn_output_fp32: bool) -> Encoder:
+def onnx_int8(threads: int, keep_ffn_output_fp32: bool, max_seq_length: int = 256) -> Encoder:
     """onnxruntime dynamic int8 (per-channel MatMul weights) of our ONNX export.
 
     keep_ffn_output_fp32 leaves the six feed-forward output projections in fp32: they are where
@@ -103,7 +104,7 @@ def onnx_int8(threads: int, keep_ffn_output_fp32: bool) -> Encoder:
         excluded = ffn_output if keep_ffn_output_fp32 else []
         quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded)
-    return Encoder(backend="onnx", onnx_file=target, num_threads=threads)
+    return Encoder(backend="onnx", onnx_file=target, num_threads=threads, max_seq_length=max_seq_length)
 
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -158,12 +159,58 @@ async def concurrent_throughput(encoder: Encoder, prompts: list[str], clients: i
     return len(prompts) / elapsed, statistics.median(latencies), float(np.percentile(latencies, 99))
 
 
+def variants() -> list[tuple[str, Callable[[], object]]]:
+    from router_models.static import StaticEncoder
+
+    rows: list[tuple[str, Callable[[], object]]] = [
+        ("sentence-transformers encode(), torch fp32, 2 threads", SentenceTransformersEncode),
+        *[(f"Encoder torch fp32, {t} thread(s)", lambda t=t: Encoder(backend="torch", num_threads=t))
+          for t in (1, 2)],
+        ("torch int8 (quantize_dynamic), 2 threads", lambda: TorchInt8(2)),
+    ]
+    if importlib.util.find_spec("onnxruntime") is not None:
+        rows += [("Encoder onnxruntime fp32, 1 thread(s)", lambda: Encoder(backend="onnx", num_threads=1))]
+        for seq in (256, 128, 64, 32):
+            rows += [(f"Encoder onnxruntime fp32, 2 threads, seq{seq}",
+                      lambda seq=seq: Encoder(backend="onnx", num_threads=2, max_seq_length=seq)),
+                     (f"onnxruntime int8 (FFN output fp32), 2 threads, seq{seq}",
+                      lambda seq=seq: onnx_int8(2, True, seq))]
+        rows += [("onnxruntime int8 per-channel, 2 threads, seq256", lambda: onnx_int8(2, False))]
+    rows += [(f"StaticEncoder {table} (no transformer)", lambda table=table: StaticEncoder(table))
+             for table in ("input", "distilled")]
+    return rows
+
+
+def concurrency_encoders() -> list[tuple[str, Callable[[], object]]]:
+    from router_models.static import StaticEncoder
+
+    return [("Encoder (auto backend) seq256", lambda: Encoder(num_threads=2)),
+            ("Encoder (auto backend) seq32", lambda: Encoder(num_threads=2, max_seq_length=32)),
+            ("StaticEncoder input", lambda: StaticEncoder("input"))]
+
+
+async def concurrent_router(router, prompts: list[str], clients: int) -> float:
+    """Prompts/s when `clients` asyncio tasks each score one prompt at a time, as gateway requests do."""
+    queue = list(prompts)
+
+    async def client() -> None:
+        while queue:
+            text = queue.pop()
+            await asyncio.sleep(0)  # a request's other awaits; lets the clients interleave
+            router.score([text])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return len(prompts) / (time.perf_counter() - started)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="/work/shared/data/routellm/mmlu")
     parser.add_argument("--n", type=int, default=100, help="prompts in the sample")
     parser.add_argument("--best-of", type=int, default=3, help="repeats; each prompt keeps its fastest run")
-    parser.add_argument("--skip-variants", action="store_true", help="only the concurrency and head numbers")
+    parser.add_argument("--only", default="", metavar="SUBSTRING", help="run only rows whose name contains this")
+    parser.add_argument("--routers", default="default,embedding,length", help="routers to time end to end")
     args = parser.parse_args()
 
     prompts = sample_prompts(args.data, args.n)
@@ -176,54 +223,61 @@ def main() -> int:
     reference = Encoder(backend="torch", num_threads=2)
     reference_vectors = reference.embed(prompts)
 
-    variants: list[tuple[str, Callable[[], object]]] = [
-        ("sentence-transformers encode(), torch fp32, 2 threads", SentenceTransformersEncode),
-        *[(f"Encoder torch fp32, {t} thread(s)", lambda t=t: Encoder(backend="torch", num_threads=t))
-          for t in (1, 2)],
-        ("torch int8 (quantize_dynamic), 2 threads", lambda: TorchInt8(2)),
-        ("Encoder torch fp32, 2 threads, max_seq_length 128",
-         lambda: Encoder(backend="torch", num_threads=2, max_seq_length=128)),
-    ]
-    if importlib.util.find_spec("onnxruntime") is not None:
-        variants += [(f"Encoder onnxruntime fp32, {t} thread(s)",
-                      lambda t=t: Encoder(backend="onnx", num_threads=t)) for t in (1, 2)]
-        variants += [("onnxruntime int8 per-channel, 2 threads", lambda: onnx_int8(2, False)),
-                     ("onnxruntime int8, FFN output fp32, 2 threads", lambda: onnx_int8(2, True))]
-
     print("\n| encoder | p50 ms (sample) | p99 ms (sample) | p50 ms (chat) | batch-32 prompts/s "
-          "| min / mean cosine vs fp32 |")
+          "| min / mean cosine vs fp32 seq256 |")
     print("|---|---|---|---|---|---|")
-    for name, make in [] if args.skip_variants else variants:
+    for name, make in variants():
+        if args.only not in name:
+            continue
         torch.set_num_threads(2)  # the 1-thread variants set their own
         encoder = make()
         p50, p99 = single_prompt_latency_ms(encoder.embed, prompts, args.best_of)
         chat_p50, _ = single_prompt_latency_ms(encoder.embed, chat, args.best_of)
         throughput = batch_throughput(encoder.embed, prompts, args.best_of)
-        low, mean = cosine_to_reference(encoder.embed(prompts), reference_vectors)
-        print(f"| {name} | {p50:.1f} | {p99:.1f} | {chat_p50:.1f} | {throughput:.0f} "
+        vectors = encoder.embed(prompts)
+        low, mean = cosine_to_reference(vectors, reference_vectors) if "static" not in name else (np.nan, np.nan)
+        print(f"| {name} | {p50:.2f} | {p99:.2f} | {chat_p50:.2f} | {throughput:.0f} "
               f"| {low:.4f} / {mean:.4f} |", flush=True)
 
     torch.set_num_threads(2)
-    encoder = Encoder(num_threads=2)
-    print(f"\n| BatchingEncoder over Encoder(backend={encoder.backend}) | clients | max_wait_ms | prompts/s "
-          "| p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|")
-    for clients, wait in ((1, 0.0), (16, 0.0), (64, 0.0), (64, 2.0), (256, 0.0)):
-        for corpus, label in ((CHAT_PROMPTS * 30, "chat"), (prompts * 2, "MMLU")):
-            runs = [asyncio.run(concurrent_throughput(encoder, corpus, clients, wait))
-                    for _ in range(args.best_of)]
-            rate, p50, p99 = max(runs)  # the run least disturbed by other tenants
-            print(f"| {label} prompts | {clients} | {wait:g} | {rate:.0f} | {p50:.1f} | {p99:.1f} |",
-                  flush=True)
+    print("\n| BatchingEncoder over | clients | max_wait_ms | prompts | prompts/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for name, make in concurrency_encoders():
+        if args.only not in name:
+            continue
+        encoder = make()
+        for clients, wait in ((1, 0.0), (16, 0.0), (64, 0.0), (256, 0.0)):
+            for corpus, label in ((CHAT_PROMPTS * 30, "chat"), (prompts * 2, "MMLU")):
+                runs = [asyncio.run(concurrent_throughput(encoder, corpus, clients, wait))
+                        for _ in range(args.best_of)]
+                rate, p50, p99 = max(runs)  # the run least disturbed by other tenants
+                print(f"| {name} | {clients} | {wait:g} | {label} | {rate:.0f} | {p50:.2f} | {p99:.2f} |",
+                      flush=True)
 
-    router = load_router("default")
-    vectors = encoder.embed(prompts)
-    timings = []
-    for i, p in enumerate(prompts):
-        started = time.perf_counter()
-        router.score([p], vectors[i : i + 1])
-        timings.append((time.perf_counter() - started) * 1000)
-    print(f"\nhead score latency (default router, embedding given): p50 {statistics.median(timings):.3f} ms, "
+    print("\n| router (score per prompt, encoder included) | p50 ms MMLU | p99 ms MMLU | p50 ms chat "
+          "| prompts/s, 64 asyncio clients, MMLU |")
+    print("|---|---|---|---|---|")
+    for name in args.routers.split(","):
+        if args.only not in f"router {name}":
+            continue
+        router = load_router(name)
+        def score(texts: list[str], router=router) -> np.ndarray:
+            return router.score(texts)
+        p50, p99 = single_prompt_latency_ms(score, prompts, args.best_of)
+        chat_p50, _ = single_prompt_latency_ms(score, chat, args.best_of)
+        rate = max(asyncio.run(concurrent_router(router, prompts * 5, 64)) for _ in range(args.best_of))
+        print(f"| {name} | {p50:.2f} | {p99:.2f} | {chat_p50:.2f} | {rate:.0f} |", flush=True)
+
+    router = load_router("embedding")
+    vectors = reference.embed(prompts)
+    for _ in range(args.best_of):
+        timings = []
+        for i, p in enumerate(prompts):
+            started = time.perf_counter()
+            router.score([p], vectors[i : i + 1])
+            timings.append((time.perf_counter() - started) * 1000)
+    print(f"\nembedding router given the gateway's MiniLM embedding (what it adds per request when the "
+          f"semantic cache embeds anyway): p50 {statistics.median(timings):.3f} ms, "
           f"p99 {np.percentile(timings, 99):.3f} ms")
     return 0
 
