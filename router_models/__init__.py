@@ -12,8 +12,12 @@ cache anyway) to the static vector: better APGR, but on its own it costs a trans
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .base import Router
+
+if TYPE_CHECKING:
+    from .head import LearnedRouter
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.npz"
@@ -27,9 +31,9 @@ def load_router(name_or_path: str = "default") -> Router:
     from .head import Head, LearnedRouter
 
     if name_or_path in ("default", "static"):
-        return LearnedRouter(Head.load(DEFAULT_WEIGHTS), name="static")
+        return _loaded(LearnedRouter(Head.load(DEFAULT_WEIGHTS), name="static"))
     if name_or_path == "embedding":
-        return LearnedRouter(Head.load(EMBEDDING_WEIGHTS), name="embedding")
+        return _loaded(LearnedRouter(Head.load(EMBEDDING_WEIGHTS), name="embedding"))
     if name_or_path == "length":
         return PromptLengthRouter()
     if name_or_path == "random":
@@ -38,7 +42,12 @@ def load_router(name_or_path: str = "default") -> Router:
     if not path.is_file():
         raise ValueError(f"unknown router {name_or_path!r}: expected one of {', '.join(ROUTER_NAMES)} "
                          "or the path of a weights file from `turnout router train`")
-    return LearnedRouter(Head.load(path), name=f"embedding:{path.stem}")
+    return _loaded(LearnedRouter(Head.load(path), name=f"embedding:{path.stem}"))
+
+
+def _loaded(router: LearnedRouter) -> LearnedRouter:
+    router.load_encoder()  # at gateway start-up, not inside the first request
+    return router
 
 
 __all__ = ["DEFAULT_WEIGHTS", "EMBEDDING_WEIGHTS", "ROUTER_NAMES", "Router", "load_router"]

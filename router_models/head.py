@@ -124,6 +124,16 @@ class LearnedRouter:
         self._rest = "+".join(rest)  # what to add to a given shared embedding ("" for nothing)
         self._embed = embed  # callable list[str] -> vectors of the whole encoder; defaults to the named one
 
+    def load_encoder(self) -> None:
+        """Load now what `score` would embed with itself (e.g. the static table, ~0.2 s), so that the
+        first request does not pay for it on the event loop. The shared MiniLM stays the gateway's."""
+        from .encoders import encoder_named
+
+        if self.needs_embeddings and self._rest:
+            encoder_named(self._rest)
+        elif self.head.uses_embedding and not self.needs_embeddings and self._embed is None:
+            self._embed = encoder_named(self.encoder_name).embed
+
     def score(self, prompts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
         if not self.head.uses_embedding:
             return self.head.score(prompts, None)
