@@ -3,7 +3,7 @@
 `load_router(name_or_path)` is the one entry point the gateway needs. Importing this package is
 cheap (numpy only); the MiniLM encoder loads its backend on first use.
 
-`default` (alias `static`) needs no transformer: static MiniLM word-piece vectors, ~0.35 ms per
+`default` (alias `static`) needs no transformer: static MiniLM word-piece vectors, ~0.25 ms per
 prompt, thousands of prompts/s on 2 CPU cores, subject-held-out APGR level with the old MiniLM head.
 `embedding` adds the gateway's shared MiniLM embedding (computed once per request for the semantic
 cache anyway) to the static vector: better APGR, but on its own it costs a transformer pass (~15 ms).

@@ -17,9 +17,12 @@ import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +144,7 @@ def _resolve_backend(backend: Backend, model_dir: Path, cache_dir: Path, onnx_fi
     return "onnx" if exported.exists() or importlib.util.find_spec("onnx") is not None else "torch"
 
 
-def _tokenizer(model_dir: Path, max_seq_length: int):
+def _tokenizer(model_dir: Path, max_seq_length: int) -> Tokenizer:
     """The model's fast tokenizer, truncating like sentence-transformers ([CLS] ... [SEP] within the limit)."""
     from tokenizers import Tokenizer
 
