@@ -36,7 +36,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
     method = args.method or ("draft_model" if args.draft else "ngram")
     config = SpeculativeConfig(method=method, draft_model=args.draft, num_speculative_tokens=args.k)
-    target = load_model(args.target, resolve(args.target))
+    target = load_model(args.target, resolve(args.target), pack=True)
     report = evaluate(target, config, read_prompts(Path(args.prompts)), max_tokens=args.max_tokens)
     console = Console()
     console.print(f"[bold]{method}[/] drafting for {args.target}, k={report.k}, {report.prompts} prompts, "

@@ -48,7 +48,8 @@ def build_drafter(config: SpeculativeConfig, target: LoadedModel, *, progress: b
 
         assert config.draft_model is not None
         draft = load_model(config.draft_model, resolve(config.draft_model, progress=progress),
-                           device=str(target.device), max_context=target.context_length)
+                           device=str(target.device), max_context=target.context_length,
+                           pack=not config.draft_int8)
         if draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
             raise ValueError(f"draft model {config.draft_model} does not share the target's tokenizer")
         drafters.append(ModelDrafter(draft, target_vocab=target.model.config.vocab_size, int8=config.draft_int8))

@@ -46,7 +46,7 @@ class Engine:
 
         with LOAD_LOCK:
             location = resolve(name_or_path, progress=progress)
-            loaded = load_model(name_or_path, location, device=device, max_context=max_context)
+            loaded = load_model(name_or_path, location, device=device, max_context=max_context, pack=True)
             return cls(loaded, max_batch_size=max_batch_size, max_waiting=max_waiting, progress=progress,
                        **scheduler_options)
 

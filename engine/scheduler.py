@@ -33,9 +33,9 @@ class Scheduler:
         self.max_speculative_batch = max_speculative_batch
         self.max_batch_size = max_batch_size
         self.max_waiting = max_waiting
-        # One thread each by default: on this 2-core CPU a 2-thread GEMM of 1-16 rows ran 2-5x slower
-        # whenever the other core was busy (bench/engine/threads.py), and the default gateway runs two
-        # engines (small and large) in one process, one core each.
+        # One thread each by default: on this 2-core CPU a 2-thread step ran up to 10x slower whenever
+        # the other core was busy (bench/engine/step_cost.py), and the default gateway runs two engines
+        # (small and large) in one process, one core each.
         self.prefill_threads = prefill_threads or 1
         self.decode_threads = decode_threads or 1
         self.waiting: deque[Sequence] = deque()

@@ -8,33 +8,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 
 import torch
 
 from bench.common import markdown_table, timed_generate
+from bench.engine.prompts import PROMPTS
 from engine.engine import Engine
+from engine.loader import load_model
+from engine.store import resolve
 from engine.types import SamplingParams
-
-PROMPTS = [
-    "Explain how a hash map works.",
-    "Write a Python function that reverses a linked list.",
-    "What are the main causes of inflation?",
-    "Summarise the plot of Hamlet in a paragraph.",
-    "Give me three tips for writing clean code.",
-    "How does TCP congestion control work?",
-    "Write a SQL query that finds duplicate emails in a users table.",
-    "What is the difference between a process and a thread?",
-]
 
 
 def transformers_reference(engine: Engine, prompt: str, tokens: int) -> float:
-    """tok/s of plain `model.generate` (greedy, same prompt, same length)."""
+    """tok/s of plain `model.generate` (greedy, same prompt, same length) on a copy of the model loaded the
+    way transformers loads it (torch's default threads, MKL linear layers: the engine's are packed)."""
+    name = engine.model_id
+    plain = load_model(name, resolve(name, progress=False)).model
     ids = torch.tensor([engine.encode_chat([{"role": "user", "content": prompt}])])
-    start = time.perf_counter()
-    with torch.inference_mode():
-        engine.loaded.model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
-    return tokens / (time.perf_counter() - start)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        with torch.inference_mode():
+            start = time.perf_counter()
+            plain.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+            return tokens / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
 
 
 async def bench_model(name: str, tokens: int, concurrency: int) -> list[object]:
