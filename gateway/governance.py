@@ -60,5 +60,6 @@ class Governance:
         return {"auth": self.state is not None and await self.state.health()}
 
     async def close(self) -> None:
+        await self.ledger.flush()
         if self.state is not None:
             await self.state.close()

@@ -4,18 +4,25 @@ from the usage the SDK returned and the configured prices. The metrics' cost cou
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import openai
 import pytest
+import redis_proc
 from conftest import TurnoutProcess, UvicornServer, wait_until_ready
 from redis_proc import running_redis
 from scrape import scrape, total
 
 from gateway.api import create_app
 from gateway.auth import hash_secret
-from gateway.config import parse_config
+from gateway.config import PricingConfig, parse_config
+from gateway.metrics import Metrics
+from gateway.state_store import StateStore
+from gateway.usage import Pricing, UsageEntry, UsageLedger
 
 pytestmark = pytest.mark.slow
+redis_server = redis_proc.redis_server  # the shared fixture: a fresh redis-server per test
 
 USER, OTHER, ADMIN = "tk-usage-user", "tk-usage-other", "tk-usage-admin"
 SERVED_PRICE = (1.5, 4.0)  # $ per 1M prompt / completion tokens of the served model
@@ -103,3 +110,26 @@ def test_usage_and_savings_are_exact(gateway, tiny_model):
     assert total(metrics, "turnout_cost_usd_total") == pytest.approx(spent, rel=1e-6)
     assert total(metrics, "turnout_baseline_cost_usd_total") == pytest.approx(baseline, rel=1e-6)
     assert total(metrics, "turnout_requests_total", status="404") == 1
+
+
+async def test_concurrent_records_are_written_behind_in_few_round_trips(redis_server):
+    """The ledger coalesces: 200 concurrent requests' counts arrive exactly, in far fewer than 200 writes."""
+    ledger = UsageLedger(Pricing(PricingConfig(), None))
+    ledger.state = state = StateStore.connect(redis_server.url, Metrics())
+    writes = 0
+    run = state.run
+
+    async def counting_run(component, call):
+        nonlocal writes
+        writes += 1
+        return await run(component, call)
+
+    state.run = counting_run  # type: ignore[method-assign]
+    entries = [UsageEntry("served", "small", "m", 3, 5), UsageEntry("hit", "small", "m", 3, 5)]
+    await asyncio.gather(*(ledger.record(f"acct{i % 2}", entries[i % 2]) for i in range(200)))
+    report = await ledger.report("acct0")
+    assert report["by_tier"]["small"] == {"requests": 100, "prompt_tokens": 300, "completion_tokens": 500,
+                                          "cost_usd": 0.0}
+    assert (await ledger.report("acct1"))["cache"]["hits"] == 100
+    assert writes < 20
+    await state.close()
