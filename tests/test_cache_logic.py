@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.breaker import CircuitBreaker
-from gateway.cache import cache_mode_from_headers, guards, verifier
+from gateway.cache import alignment, cache_mode_from_headers, guards, verifier
 from gateway.cache.codec import decode, encode, is_complete
 from gateway.cache.keys import TenantKeys, canonical_request, digest, is_deterministic, semantic_scope
 from gateway.cache.single_flight import SingleFlight
@@ -140,6 +140,24 @@ def test_verifier_probability_grows_with_similarity() -> None:
     low, high = (verifier.probability(verifier.features("How do I reverse a list?", "Reverse a Python list", s))
                  for s in (0.6, 0.9))
     assert 0.0 <= low < high <= 1.0
+
+
+def test_alignment_finds_the_one_swapped_word_and_tolerates_word_order() -> None:
+    aligner = alignment.shared_aligner()
+    swapped = aligner.align("How do I cook rice in a microwave?", "How do I cook rice on the stove?")
+    reordered = aligner.align("How do I reverse a list in Python?", "What is the way to reverse a Python list?")
+    assert swapped.unmatched >= 2 and swapped.worst < alignment.MATCHED
+    assert reordered.unmatched == 0 and reordered.worst > 0.99
+
+
+def test_aligned_verifier_uses_its_own_min_probability() -> None:
+    query, cached = "Can you explain what a closure is in JavaScript?", "What is a closure in JavaScript?"
+    p = verifier.model_probability(query, cached, 0.95, "aligned")
+    assert 0.0 <= p <= 1.0
+    assert (verifier.verdict(query, cached, 0.95, model="aligned") is None) == (
+        p >= verifier.default_min_probability("aligned"))
+    hard = verifier.verdict("How do I enable 2FA?", "How do I disable 2FA?", 0.99, model="aligned")
+    assert hard is not None and hard.startswith("opposite")
 
 
 # codec ---------------------------------------------------------------------------------------------

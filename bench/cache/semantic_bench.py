@@ -7,7 +7,7 @@ Two measurements:
    b-side looked up: a paraphrase must hit its own a, a contrast must hit nothing.
 
     .venv/bin/python -m bench.cache.semantic_bench [--threshold 0.6] [--min-probability 0.85]
-        [--quantization noquant] [--pairs bench/cache/pairs_holdout.jsonl]
+        [--quantization noquant] [--pairs bench/cache/pairs_holdout.jsonl] [--model lexical|aligned]
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from gateway.cache import CacheConfig, ResponseCache
-from gateway.cache.verifier import verdict
+from gateway.cache.config import VerifierModel
+from gateway.cache.verifier import default_min_probability, verdict
 from gateway.types import BackendRequest, StreamEvent
 
 PAIRS = Path(__file__).with_name("pairs.jsonl")
@@ -41,9 +42,10 @@ def embed_all(texts: list[str]) -> dict[str, np.ndarray]:
     return dict(zip(unique, Encoder().embed(unique), strict=True))
 
 
-def pair_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray], min_probability: float) -> None:
+def pair_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray], min_probability: float,
+               model: VerifierModel) -> None:
     similarity = np.array([float(vectors[p["a"]] @ vectors[p["b"]]) for p in pairs])
-    vetoed = np.array([verdict(p["b"], p["a"], s, min_probability) is not None
+    vetoed = np.array([verdict(p["b"], p["a"], s, min_probability, model) is not None
                        for p, s in zip(pairs, similarity, strict=True)])
     paraphrase = np.array([p["label"] == "paraphrase" for p in pairs])
     kinds = sorted({p["kind"] for p in pairs if p["label"] == "contrast"})
@@ -51,7 +53,7 @@ def pair_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray], min_
 
     print(f"pairs: {paraphrase.sum()} paraphrase, {(~paraphrase).sum()} contrast "
           f"({', '.join(f'{k} {int((kind_of == k).sum())}' for k in kinds)})")
-    print(f"the verifier (min P {min_probability}) rejects {vetoed[paraphrase].mean():.1%} of paraphrases and "
+    print(f"the {model} verifier (min P {min_probability}) rejects {vetoed[paraphrase].mean():.1%} of paraphrases and "
           f"{vetoed[~paraphrase].mean():.1%} of contrasts, whatever the cosine floor\n")
     print("| cosine floor | paraphrase hit (verified) | false hit (verified) | paraphrase hit (cosine only) "
           "| false hit (cosine only) | " + " | ".join(f"false: {k}" for k in kinds) + " |")
@@ -71,9 +73,9 @@ def request(text: str) -> BackendRequest:
 
 
 async def store_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray], threshold: float,
-                      quantization: str, min_probability: float) -> None:
+                      quantization: str, min_probability: float, model: VerifierModel) -> None:
     config = CacheConfig(similarity_threshold=threshold, vector_quantization=quantization,
-                         verifier_min_probability=min_probability)
+                         verifier_min_probability=min_probability, verifier_model=model)
     cache = await ResponseCache.open(config)
     try:
         for text in sorted({p["a"] for p in pairs}):
@@ -98,7 +100,7 @@ async def store_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray
                     outcomes["contrast-hit"] += 1
                     false_hits.append((pair["b"], served, lookup.similarity))
         print(f"\nstore: {len({p['a'] for p in pairs})} entries in one scope, cosine floor {threshold}, "
-              f"min P {min_probability}, {quantization}")
+              f"{model} verifier, min P {min_probability}, {quantization}")
         print(f"paraphrase hit {outcomes['paraphrase-hit'] / outcomes['paraphrase']:.1%} "
               f"({outcomes['paraphrase-hit']}/{outcomes['paraphrase']}), wrong-entry hits "
               f"{outcomes['paraphrase-wrong-hit']}; contrast false hit "
@@ -116,15 +118,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=Path, default=PAIRS, help="pairs_holdout.jsonl: written after tuning")
     parser.add_argument("--threshold", type=float, nargs="+", default=[CacheConfig().similarity_threshold])
-    parser.add_argument("--min-probability", type=float, default=CacheConfig().verifier_min_probability)
+    parser.add_argument("--model", choices=["lexical", "aligned"], default=CacheConfig().verifier_model)
+    parser.add_argument("--min-probability", type=float, default=None, help="default: the model's own")
     parser.add_argument("--quantization", choices=["noquant", "q8", "bin"],
                         default=CacheConfig().vector_quantization)
     args = parser.parse_args()
     pairs = load_pairs(args.pairs)
     vectors = embed_all([text for p in pairs for text in (p["a"], p["b"])])
-    pair_table(pairs, vectors, args.min_probability)
+    min_probability = default_min_probability(args.model) if args.min_probability is None else args.min_probability
+    pair_table(pairs, vectors, min_probability, args.model)
     for threshold in args.threshold:
-        asyncio.run(store_table(pairs, vectors, threshold, args.quantization, args.min_probability))
+        asyncio.run(store_table(pairs, vectors, threshold, args.quantization, min_probability, args.model))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 VectorQuantization = Literal["noquant", "q8", "bin"]
+VerifierModel = Literal["lexical", "aligned"]
 
 
 class EmbeddedRedisConfig(BaseModel):
@@ -42,9 +43,12 @@ class CacheConfig(BaseModel):
         0.60, ge=-1.0, le=1.0, description="cosine floor of a semantic candidate; above it the verifier decides "
         "(with semantic_guards off, the cosine alone)")
     semantic_guards: bool = Field(True, description="verify candidates: hard guards, then the learned verifier")
-    verifier_min_probability: float = Field(
-        0.80, ge=0.0, le=1.0, description="P(paraphrase) a candidate needs: the lowest whose cross-validated "
-        "false-hit rate on bench/cache/pairs.jsonl is <= 1% (bench/cache/RESULTS.md)")
+    verifier_model: VerifierModel = Field(
+        "aligned", description="lexical: logistic regression on word-overlap features; aligned: adds word "
+        "alignment in MiniLM's input embeddings, bagged MLP (gateway/cache/verifier.py, bench/cache/RESULTS.md)")
+    verifier_min_probability: float | None = Field(
+        None, ge=0.0, le=1.0, description="P(paraphrase) a candidate needs; None: the model's own, the lowest "
+        "whose cross-validated false-hit rate on bench/cache/pairs.jsonl is <= 1% (bench/cache/RESULTS.md)")
     semantic_candidates: int = Field(4, ge=1, description="neighbours checked against the guards")
     semantic_max_prompt_chars: int = Field(
         1000, description="longer prompts exceed the encoder's window: exact matches only")

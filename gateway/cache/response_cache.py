@@ -143,6 +143,8 @@ class ResponseCache:
         """Connect to `config.redis_url`, or start an embedded redis-server when it is None."""
         if not config.enabled:
             return cls(config, None)
+        if config.semantic_enabled and config.semantic_guards:
+            await asyncio.to_thread(verifier.warm, config.verifier_model)
         embedded = None
         url = config.redis_url
         if url is None:
@@ -261,7 +263,7 @@ class ResponseCache:
                 break
             if self.config.semantic_guards and (
                 veto := verifier.verdict(text, neighbour.prompt, neighbour.similarity,
-                                         self.config.verifier_min_probability)
+                                         self.config.verifier_min_probability, self.config.verifier_model)
             ):
                 self.stats[f"vetoed:{veto.split(':')[0].split(' ')[0]}"] += 1
                 continue

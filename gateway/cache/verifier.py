@@ -12,20 +12,32 @@ The weights are trained on bench/cache/pairs.jsonl only (`python -m bench.cache.
 prints the constants below), and the probability a hit needs (`cache.verifier_min_probability`) was
 chosen there too; the holdouts were never used for either. A verdict costs tens of µs of Python per
 candidate, no model call.
+
+Two models (`cache.verifier_model`): "lexical", the logistic regression above, and "aligned", which adds
+word-alignment scores (gateway/cache/alignment.py: is every content word of one prompt matched by a
+word of the other?) and a small MLP (gateway/cache/verifier_mlp.py), to see one-word swaps the lexical
+features miss. bench/cache/RESULTS.md compares them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import astuple
 
-from gateway.cache import guards
+from gateway.cache import guards, verifier_mlp
+from gateway.cache.alignment import shared_aligner
+from gateway.cache.config import VerifierModel
 
 HARD_GUARDS: tuple[Callable[[str, str], str | None], ...] = (
     guards.number_mismatch, guards.negation_mismatch, guards.antonym_mismatch, guards.direction_mismatch,
 )
 
 FEATURES = ("cosine", "entity", "substitution", "intent", "overlap", "changed", "length", "added_only")
+ALIGNED_FEATURES = (*FEATURES, "align_worst", "align_mean", "unmatched", "unmatched_weight")
+MIN_PROBABILITY = 0.80
+"""The lexical model's, by the rule "lowest with cross-validated false hits <= 1% on pairs.jsonl" on a 0.05
+grid (on a 0.01 grid it would be 0.77; kept as measured on the holdouts)."""
 
 WEIGHTS = (25.3560, -0.8027, -1.4673, -1.3195, -4.7067, -0.0041, 1.2148, -1.6256)
 BIAS = -17.4425
@@ -56,20 +68,48 @@ def features(query: str, cached: str, similarity: float,
             length, float(added_only))
 
 
+def aligned_features(query: str, cached: str, similarity: float,
+                     signals: tuple[str | None, ...] | None = None) -> tuple[float, ...]:
+    """The aligned model's inputs, in ALIGNED_FEATURES order."""
+    return (*features(query, cached, similarity, signals), *astuple(shared_aligner().align(query, cached)))
+
+
 def probability(features: tuple[float, ...]) -> float:
     """P(the cached prompt asks the same as the query), by the fitted logistic regression."""
     z = BIAS + sum(w * x for w, x in zip(WEIGHTS, features, strict=True))
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
 
-def verdict(query: str, cached: str, similarity: float, min_probability: float) -> str | None:
+def model_probability(query: str, cached: str, similarity: float, model: VerifierModel,
+                      signals: tuple[str | None, ...] | None = None) -> float:
+    """P(paraphrase) by the chosen model (no hard guards applied)."""
+    if model == "lexical":
+        return probability(features(query, cached, similarity, signals))
+    return verifier_mlp.load().probability(aligned_features(query, cached, similarity, signals))
+
+
+def default_min_probability(model: VerifierModel) -> float:
+    """The probability a hit needs, as chosen for `model` on the tuning set."""
+    return MIN_PROBABILITY if model == "lexical" else verifier_mlp.load().min_probability
+
+
+def warm(model: VerifierModel) -> None:
+    """Load what the model needs (the aligned one reads a 47 MB table) before the first lookup does."""
+    if model == "aligned":
+        verifier_mlp.load()
+        shared_aligner()
+
+
+def verdict(query: str, cached: str, similarity: float, min_probability: float | None = None,
+            model: VerifierModel = "lexical") -> str | None:
     """Why `cached` must not answer `query`, or None for a hit: a hard guard's reason, else (when the
-    verifier says no) the first soft guard's reason or "verifier", with the probability."""
+    verifier says no) the first soft guard's reason or "verifier", with the probability. None for
+    `min_probability`: the model's own."""
     for guard in HARD_GUARDS:
         if (reason := guard(query, cached)) is not None:
             return reason
     signals = soft_signals(query, cached)
-    p = probability(features(query, cached, similarity, signals))
-    if p >= min_probability:
+    p = model_probability(query, cached, similarity, model, signals)
+    if p >= (default_min_probability(model) if min_probability is None else min_probability):
         return None
     return f"{next((s for s in signals if s is not None), 'verifier')} (p={p:.2f})"
