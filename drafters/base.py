@@ -38,6 +38,7 @@ class DraftContext(Protocol):
 
 class Drafter(Protocol):
     name: str
+    cost: float  # target decode steps per drafted token: 0 for a lookup (drafters/adaptive.py uses it)
 
     def propose(self, seq: DraftContext, k: int, *, greedy: bool) -> Draft: ...
 

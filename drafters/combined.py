@@ -15,6 +15,10 @@ class FirstProposal:
     def name(self) -> str:
         return "+".join(drafter.name for drafter in self.drafters)
 
+    @property
+    def cost(self) -> float:
+        return max(drafter.cost for drafter in self.drafters)
+
     def propose(self, seq: DraftContext, k: int, *, greedy: bool) -> Draft:
         for drafter in self.drafters:
             draft = drafter.propose(seq, k, greedy=greedy)

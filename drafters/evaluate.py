@@ -9,13 +9,11 @@ speedup(k) = E[tokens] / (k · c_draft + c_verify(k)), costs relative to one tar
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
-import torch
-from transformers import DynamicCache
-
+from drafters.adaptive import expected_tokens
 from drafters.config import SpeculativeConfig
+from drafters.costs import step_time
 from engine.engine import Engine
 from engine.loader import LoadedModel
 from engine.types import SamplingParams, SpecStats
@@ -50,24 +48,8 @@ def acceptance_rate(stats: SpecStats) -> float:
     return stats.num_accepted_tokens / max(1, tried)
 
 
-@torch.inference_mode()
-def step_time(model: torch.nn.Module, width: int, context: int = 256, repeats: int = 5, rows: int = 1) -> float:
-    """Seconds for one forward of `width` new tokens in each of `rows` sequences over a `context`-token KV cache."""
-    cache = DynamicCache(config=model.config)
-    model(input_ids=torch.randint(0, 1000, (rows, context)), past_key_values=cache, use_cache=True)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(input_ids=torch.randint(0, 1000, (rows, width)), past_key_values=cache, use_cache=True)
-        times.append(time.perf_counter() - start)
-        for layer in cache.layers:
-            layer.keys, layer.values = layer.keys[:, :, :context], layer.values[:, :, :context]
-    return sorted(times)[len(times) // 2]
-
-
 def predicted_speedup(alpha: float, k: int, draft_cost: float, verify_cost: float) -> float:
-    expected = (k + 1) if alpha >= 1.0 else (1 - alpha ** (k + 1)) / (1 - alpha)
-    return expected / (k * draft_cost + verify_cost)
+    return expected_tokens(alpha, k) / (k * draft_cost + verify_cost)
 
 
 def evaluate(target: LoadedModel, config: SpeculativeConfig, prompts: list[str], *,

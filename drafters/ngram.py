@@ -31,6 +31,7 @@ class NgramDrafter:
     min_ngram: int = 1
     use_reference: bool = True
     name: str = "ngram"
+    cost: float = 0.0
     _aligned: dict[int, _Alignment] = field(default_factory=dict, repr=False)
 
     def propose(self, seq: DraftContext, k: int, *, greedy: bool = True) -> Draft:

@@ -9,6 +9,7 @@ import random
 import pytest
 import torch
 
+from drafters.adaptive import AdaptiveK
 from drafters.base import Draft, DraftContext
 from drafters.config import SpeculativeConfig
 from drafters.model import ModelDrafter
@@ -34,6 +35,7 @@ class RandomDrafter:
     """A deliberately bad drafter: random tokens, so nearly every draft is rejected and rolled back."""
 
     name = "random"
+    cost = 0.0
 
     def __init__(self, vocab: int):
         self.vocab = vocab
@@ -48,7 +50,7 @@ class RandomDrafter:
 
 @pytest.fixture(scope="module")
 def loaded():
-    return load_model(MODEL, resolve(MODEL, progress=False))
+    return load_model(MODEL, resolve(MODEL, progress=False), pack=True)  # as Engine.load serves it
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +174,17 @@ def test_rejection_sampling_preserves_target_distribution(loaded, deterministic)
     expected = p[top]
     chi2 = float((((observed - expected) ** 2) / expected).sum() * trials)
     assert chi2 < 24.3, (observed, expected)  # chi-square, 7 degrees of freedom, p = 0.001
+
+
+def test_adaptive_k_drafts_long_when_cheap_and_accepted_short_when_costly_and_rejected():
+    free = AdaptiveK(k=4, draft_cost=0.0)
+    for _ in range(10):
+        free.update(free.k, free.k)  # a near-duplicate answer: every draft accepted
+    assert free.k == free.k_max
+    free.update(16, 0)
+    assert free.k >= 4  # a missed lookup costs only verification width, flat up to 5 tokens
+    costly = AdaptiveK(k=4, draft_cost=0.5)
+    for _ in range(10):
+        costly.update(costly.k, 0)
+    assert costly.k == 1
+    assert NgramDrafter().cost == 0.0

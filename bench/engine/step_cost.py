@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from bench.common import markdown_table
-from drafters.evaluate import step_time
+from drafters.costs import step_time
 from engine.loader import load_model
 from engine.packed_linear import PackedLinear
 from engine.store import resolve

@@ -1,8 +1,8 @@
 """bench/spec: speculative decoding on vs off, same engine, same prompts, Qwen-1.5B target on this CPU.
 
 Workloads (each: tokens/s with speculation off, then on, in the same run):
-  mtbench    MT-Bench first turns           drafter: 0.5B draft model (int8 draft step)
-  sharegpt   ShareGPT first human turns     drafter: 0.5B draft model
+  mtbench    MT-Bench first turns           drafter: 0.5B draft model (int8 draft step), or n-gram first
+  sharegpt   ShareGPT first human turns     drafter: the same
   code-edit  HumanEval functions to edit    drafter: n-gram prompt lookup
   near-dup   reworded MT-Bench questions    drafter: retrieval (the cached answer to the original)
 
@@ -17,6 +17,7 @@ import time
 
 from bench.common import Timing, markdown_table, timed_generate
 from bench.datasets import humaneval_code, mtbench_questions, sharegpt_prompts
+from drafters.combined import FirstProposal
 from drafters.config import SpeculativeConfig, build_drafter
 from engine.engine import Engine
 from engine.types import SamplingParams
@@ -58,15 +59,15 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
     engine = Engine.load(TARGET, max_batch_size=1)
     loaded = engine.loaded
     params = SamplingParams(max_tokens=args.tokens, temperature=0.0)
-    drafters = {
-        "draft_model": build_drafter(SpeculativeConfig(method="draft_model", draft_model=DRAFT), loaded),
-        "ngram": build_drafter(SpeculativeConfig(method="ngram"), loaded),
-    }
+    model = build_drafter(SpeculativeConfig(method="draft_model", draft_model=DRAFT), loaded)
+    ngram = build_drafter(SpeculativeConfig(method="ngram"), loaded)
+    assert model is not None and ngram is not None
+    drafters = {"draft_model": model, "ngram": ngram, "ngram+draft_model": FirstProposal([ngram, model])}
     n = args.prompts
     workloads = {
-        "mtbench": ("draft_model", mtbench_questions()[:n]),
-        "sharegpt": ("draft_model", sharegpt_prompts(n, max_chars=600)),
-        "code-edit": ("ngram", [EDIT.format(code=code) for code in humaneval_code()[:n]]),
+        "mtbench": (args.chat_drafter, mtbench_questions()[:n]),
+        "sharegpt": (args.chat_drafter, sharegpt_prompts(n, max_chars=600)),
+        "code-edit": (args.edit_drafter, [EDIT.format(code=code) for code in humaneval_code()[:n]]),
         "near-dup": ("ngram", mtbench_questions()[n:2 * n]),
     }
     rows = []
@@ -98,6 +99,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--chat-drafter", choices=["draft_model", "ngram+draft_model"], default="draft_model",
+                        help="drafter for the MT-Bench and ShareGPT workloads")
+    parser.add_argument("--edit-drafter", choices=["ngram", "ngram+draft_model"], default="ngram",
+                        help="drafter for the code-edit workload")
     parser.add_argument("--workloads", nargs="+", default=["mtbench", "sharegpt", "code-edit", "near-dup"])
     rows = asyncio.run(run(parser.parse_args()))
     print(markdown_table(["workload", "drafter", "prompts", "tokens (on)", "off tok/s", "on tok/s", "speedup",

@@ -1,0 +1,34 @@
+"""Forward-pass cost on this machine: what a draft step and a verification cost, in target steps."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from transformers import DynamicCache
+
+
+@torch.inference_mode()
+def step_time(model: torch.nn.Module, width: int, context: int = 256, repeats: int = 5, rows: int = 1) -> float:
+    """Seconds for one forward of `width` new tokens in each of `rows` sequences over a `context`-token KV cache."""
+    cache = DynamicCache(config=model.config)
+    model(input_ids=torch.randint(0, 1000, (rows, context)), past_key_values=cache, use_cache=True)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(input_ids=torch.randint(0, 1000, (rows, width)), past_key_values=cache, use_cache=True)
+        times.append(time.perf_counter() - start)
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, :context], layer.values[:, :, :context]
+    return sorted(times)[len(times) // 2]
+
+
+def draft_step_cost(draft: torch.nn.Module, target: torch.nn.Module) -> float:
+    """One draft decode step in target decode steps, on one thread as the scheduler decodes (a short
+    context keeps this to a few target steps at load time)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return step_time(draft, 1, context=32, repeats=5) / step_time(target, 1, context=32, repeats=3)
+    finally:
+        torch.set_num_threads(threads)
