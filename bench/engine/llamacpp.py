@@ -17,6 +17,7 @@ import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -74,8 +75,8 @@ def bench_model(gguf: Path, threads: int, tokens: int, requests: int) -> list[ob
         quant,
         threads,
         f"{sum(r.tokens / r.total_s for r in runs) / len(runs):.2f}",
-        f"{sorted(decode)[len(decode) // 2]:.2f}",
-        f"{sorted(r.ttft_s for r in runs)[len(runs) // 2] * 1000:.0f}",
+        f"{median(decode):.2f}",
+        f"{median(r.ttft_s for r in runs) * 1000:.0f}",
         f"{sum(r.tokens for r in runs) / sum(r.total_s for r in runs):.2f}",
     ]
 

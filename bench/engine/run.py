@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import time
+from statistics import median
 
 import torch
 
@@ -57,7 +58,7 @@ async def bench_model(name: str, tokens: int, concurrency: int) -> list[object]:
         name,
         f"{sum(t.tokens_per_s for t in single) / len(single):.2f}",
         f"{reference:.2f}",
-        f"{sorted(t.ttft_s for t in single)[len(single) // 2] * 1000:.0f}",
+        f"{median(t.ttft_s for t in single) * 1000:.0f}",
         f"{sequential_tps:.2f}",
         f"{concurrent_tps:.2f}",
         f"{concurrent_tps / sequential_tps:.2f}×",
