@@ -32,7 +32,7 @@ class PackedLinear(nn.Module):
         self.min_rows = min_rows
         weight = linear.weight.detach().float().contiguous()
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
-        self.bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
+        self.bias = None if linear.bias is None else linear.bias.detach().float().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -50,7 +50,9 @@ def pack_linears(model: nn.Module) -> int:
     """Replace every fp32 nn.Linear in `model` with a PackedLinear; return how many were replaced.
 
     A tied output head keeps sharing its embedding matrix (the embedding lookup still needs the dense
-    copy); the packed head is an extra copy of that one matrix.
+    copy); the packed head is an extra copy of that one matrix. The remaining parameters and buffers are
+    copied too: a safetensors checkpoint is one memory map, and a single view into it (a norm weight)
+    would keep the whole file's dense weights mapped beside their packed copies (6 GB for the 1.5B).
     """
     targets = [(name, module) for name, module in model.named_modules()
                if isinstance(module, nn.Linear) and module.weight.dtype == torch.float32]
@@ -58,4 +60,7 @@ def pack_linears(model: nn.Module) -> int:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, PackedLinear(linear))
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone()
     return len(targets)
