@@ -213,8 +213,11 @@ async def test_concurrent_identical_misses_make_one_backend_call(cache: Response
 async def test_followers_call_themselves_when_the_leader_fails(cache: ResponseCache) -> None:
     backend = GatedBackend(fail=True)
     results = await run_concurrently(cache, backend, 5)
-    assert isinstance(results[0], RuntimeError)  # the leader's own error, not the cache's
-    assert all(result == answer("the one answer") for result in results[1:])
+    # The leader (whichever request's lookup finished first) gets its own error, not the cache's ...
+    failed = [result for result in results if isinstance(result, BaseException)]
+    assert len(failed) == 1 and isinstance(failed[0], RuntimeError)
+    # ... and every follower then calls the backend itself.
+    assert sum(result == answer("the one answer") for result in results) == 4
     assert backend.calls == 5
 
 
