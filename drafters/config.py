@@ -45,7 +45,6 @@ def build_drafter(config: SpeculativeConfig, target: LoadedModel, *, progress: b
     if "ngram" in config.method:
         drafters.append(NgramDrafter(max_ngram=config.ngram_max, min_ngram=config.ngram_min))
     if "draft_model" in config.method:
-        from drafters.costs import draft_step_cost
         from drafters.model import ModelDrafter
         from engine.loader import load_model
         from engine.store import resolve
@@ -56,8 +55,7 @@ def build_drafter(config: SpeculativeConfig, target: LoadedModel, *, progress: b
                            pack=not config.draft_int8)
         if draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
             raise ValueError(f"draft model {config.draft_model} does not share the target's tokenizer")
-        model_drafter = ModelDrafter(draft, target_vocab=target.model.config.vocab_size, int8=config.draft_int8)
-        model_drafter.cost = draft_step_cost(model_drafter.model, target.model)
+        model_drafter = ModelDrafter(draft, target=target.model, int8=config.draft_int8)
         log.info("draft model %s: one draft step costs %.2f target steps", config.draft_model, model_drafter.cost)
         drafters.append(model_drafter)
     return drafters[0] if len(drafters) == 1 else FirstProposal(drafters)

@@ -101,7 +101,8 @@ class Engine:
         )
         seq.draft_length.k = self.speculative.num_speculative_tokens
         seq.draft_length.k_max = self.speculative.max_speculative_tokens
-        seq.draft_length.draft_cost = getattr(self.scheduler.drafter, "cost", 0.0)
+        drafter = self.scheduler.drafter
+        seq.draft_length.draft_cost = drafter.cost if drafter else 0.0
         self.scheduler.submit(seq)
         try:
             while True:

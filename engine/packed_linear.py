@@ -46,6 +46,12 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Install `module` at the dotted path `name` (as named by `model.named_modules()`)."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
 def pack_linears(model: nn.Module) -> int:
     """Replace every fp32 nn.Linear in `model` with a PackedLinear; return how many were replaced.
 
@@ -57,9 +63,7 @@ def pack_linears(model: nn.Module) -> int:
     targets = [(name, module) for name, module in model.named_modules()
                if isinstance(module, nn.Linear) and module.weight.dtype == torch.float32]
     for name, linear in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, PackedLinear(linear))
+        replace_module(model, name, PackedLinear(linear))
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             tensor.data = tensor.data.clone()

@@ -98,8 +98,8 @@ class Accountant:
         source = ("served" if served else route.cache) if outcome.ok else "failed"
         entry = UsageEntry(source, route.tier or NONE, route.model or NONE,  # type: ignore[arg-type]
                            prompt if outcome.ok else 0, completion if outcome.ok else 0)
-        await asyncio.gather(self.ledger.record(caller.account, entry),
-                             self.limiter.settle(admission, prompt + completion if outcome.usage else None))
+        self.ledger.record(caller.account, entry)
+        await self.limiter.settle(admission, prompt + completion if outcome.usage else None)
 
     def book_later(self, caller: Caller, request: BackendRequest, admission: Admission, outcome: Outcome) -> None:
         """`book` from a task of its own, for a request whose own task is being cancelled."""

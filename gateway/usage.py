@@ -76,8 +76,9 @@ class UsageLedger:
     def account_key(account: str) -> str:
         return f"turnout:usage:{account}"
 
-    async def record(self, account: str, entry: UsageEntry) -> None:
-        """Add one request; fails open (a lost count is better than a failed request)."""
+    def record(self, account: str, entry: UsageEntry) -> None:
+        """Add one request (nothing awaited: the writer task sends it); fails open (a lost count is better
+        than a failed request)."""
         if self.state is None:
             return
         for name, count in entry.increments().items():

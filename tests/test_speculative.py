@@ -84,7 +84,7 @@ def make_drafter(name: str, loaded):
     if name == "random":
         return RandomDrafter(vocab)
     draft = load_model(MODEL, resolve(MODEL, progress=False))  # int8 copy: close to, not equal to, the target
-    return ModelDrafter(draft, target_vocab=vocab, int8=True)
+    return ModelDrafter(draft, target=loaded.model, int8=True)
 
 
 @pytest.mark.parametrize("name", ["ngram", "random", "draft_model"])

@@ -19,7 +19,7 @@ from torch import nn
 from bench.common import markdown_table
 from drafters.costs import step_time
 from engine.loader import load_model
-from engine.packed_linear import PackedLinear
+from engine.packed_linear import PackedLinear, replace_module
 from engine.store import resolve
 
 SHAPES = [(1, 1), (1, 2), (1, 4), (1, 8), (1, 16), (2, 1), (4, 1), (8, 1)]
@@ -35,8 +35,7 @@ class Swapper:
 
     def use(self, modules: dict[str, nn.Module]) -> None:
         for name, module in modules.items():
-            parent, _, child = name.rpartition(".")
-            setattr(self.model.get_submodule(parent) if parent else self.model, child, module)
+            replace_module(self.model, name, module)
 
 
 def main() -> None:
