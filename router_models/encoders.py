@@ -2,8 +2,8 @@
 
 Names: `all-MiniLM-L6-v2-seq<N>` (the transformer, truncated at N word-pieces; seq256 is the gateway's
 shared encoder, whose vectors the semantic cache uses too), `all-MiniLM-L6-v2-static-<table>`
-(router_models/static.py), and `A+B`: the two vectors side by side. A head serves with the encoder it
-was trained on, never a look-alike.
+(router_models/static.py; with `-tail<N>` the last N word-pieces get a vector of their own), and `A+B`:
+the two vectors side by side. A head serves with the encoder it was trained on, never a look-alike.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .encoder import DEFAULT_MAX_SEQ_LENGTH
 
 SHARED_ENCODER_NAME = f"all-MiniLM-L6-v2-seq{DEFAULT_MAX_SEQ_LENGTH}"
 _TRANSFORMER = re.compile(r"all-MiniLM-L6-v2-seq(\d+)")
-_STATIC = re.compile(r"all-MiniLM-L6-v2-static-([\w-]+)")
+_STATIC = re.compile(r"all-MiniLM-L6-v2-static-([\w-]+?)(?:-tail(\d+))?")
 
 
 class ConcatEncoder:
@@ -44,7 +44,8 @@ def make_encoder(name: str) -> Embeds:
     if match := _STATIC.fullmatch(name):
         from .static import StaticEncoder
 
-        return StaticEncoder(match.group(1))  # type: ignore[arg-type]  # StaticEncoder validates the table
+        table, tail = match.group(1), int(match.group(2) or 0)
+        return StaticEncoder(table, tail=tail)  # type: ignore[arg-type]  # StaticEncoder validates the table
     raise ValueError(f"unknown encoder {name!r}: expected all-MiniLM-L6-v2-seq<N> or all-MiniLM-L6-v2-static-<table>")
 
 

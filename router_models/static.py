@@ -15,6 +15,11 @@ Two tables, both derived locally from the all-MiniLM-L6-v2 files (no download):
 so "the", "of" and the answer letters stop drowning the topic words. p comes from word-piece counts
 over generic chat prompts (ShareGPT first turns; weights/token_counts.npz, built by
 bench/router/token_counts.py), never from the routing data.
+
+A "-tail<N>" suffix (e.g. `input-sif-tail32`) splits the prompt: one vector for its last N word-pieces
+and one for everything before, side by side (768-d). A prompt's end (the actual question, the answer
+options) and its context (a passage, a scenario) then get their own weights in the head, instead of a
+long context drowning the end in one average (bench/router/RESULTS.md, section 4).
 """
 
 from __future__ import annotations
@@ -38,17 +43,20 @@ NAME_PREFIX = "all-MiniLM-L6-v2-static-"
 
 
 class StaticEncoder:
-    """Embeds texts into (n, 384) float32 L2-normalised averages of per-token vectors."""
+    """Embeds texts into (n, 384) float32 L2-normalised averages of per-token vectors ((n, 768) with a tail)."""
 
     def __init__(self, table: Table = "distilled", model_dir: str | Path | None = None,
-                 cache_dir: str | Path = DEFAULT_CACHE_DIR) -> None:
+                 cache_dir: str | Path = DEFAULT_CACHE_DIR, tail: int = 0) -> None:
         from tokenizers import Tokenizer
 
         if table not in TABLES:
             raise ValueError(f"unknown static table {table!r}; expected one of {TABLES}")
+        if tail < 0:
+            raise ValueError(f"tail must be >= 0 word-pieces, got {tail}")
         model = Path(model_dir) if model_dir else bundled_model_dir()
         self.table = table
-        self.dim = EMBEDDING_DIM
+        self.tail = tail  # > 0: [vector of all but the last `tail` pieces, vector of the last `tail` pieces]
+        self.dim = EMBEDDING_DIM * (2 if tail else 1)
         self._vectors = load_table(table.removesuffix("-sif"), model, Path(cache_dir))  # type: ignore[arg-type]
         self._weights = sif_weights(len(self._vectors)) if table.endswith("-sif") else None
         self._tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
@@ -59,22 +67,32 @@ class StaticEncoder:
 
     @property
     def name(self) -> str:
-        return NAME_PREFIX + self.table
+        return NAME_PREFIX + self.table + (f"-tail{self.tail}" if self.tail else "")
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if len(texts) == 0:
             return out
         for row, encoding in enumerate(self._tokenizer.encode_batch(list(texts), add_special_tokens=False)):
-            ids = np.asarray(encoding.ids[:MAX_TOKENS], dtype=np.int64)
-            if ids.size == 0:
-                continue
-            if self._weights is None:
-                out[row] = self._vectors[ids].mean(axis=0)
-            else:  # normalised below, so a weighted sum is as good as a weighted mean
-                out[row] = self._weights[ids] @ self._vectors[ids]
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+            if self.tail:
+                split = max(len(encoding.ids) - self.tail, 0)
+                self._pool(encoding.ids[:split][:MAX_TOKENS], out[row, :EMBEDDING_DIM])
+                self._pool(encoding.ids[split:], out[row, EMBEDDING_DIM:])
+            else:
+                self._pool(encoding.ids[:MAX_TOKENS], out[row])
+        parts = out.reshape(len(texts), -1, EMBEDDING_DIM)  # a view: each part is normalised on its own
+        parts /= np.maximum(np.linalg.norm(parts, axis=2, keepdims=True), 1e-12)
+        return out
+
+    def _pool(self, token_ids: Sequence[int], into: np.ndarray) -> None:
+        """Write the (unnormalised) average of these pieces' vectors into `into`; nothing for no pieces."""
+        ids = np.asarray(token_ids, dtype=np.int64)
+        if ids.size == 0:
+            return
+        if self._weights is None:
+            into[:] = self._vectors[ids].mean(axis=0)
+        else:  # normalised afterwards, so a weighted sum is as good as a weighted mean
+            into[:] = self._weights[ids] @ self._vectors[ids]
 
 
 def sif_weights(vocab_size: int, a: float = SIF_A, counts_file: Path = TOKEN_COUNTS) -> np.ndarray:

@@ -67,7 +67,8 @@ def test_builtin_calibration_is_monotone(router: LearnedRouter) -> None:
 
 def test_weights_round_trip(router: LearnedRouter, tmp_path) -> None:
     copy = Head.load(router.head.save(tmp_path / "copy.npz"))
-    embeddings = np.random.default_rng(0).normal(size=(len(PROMPTS), 384)).astype(np.float32)
+    width = router.head.weights[0].shape[1] - len(router.head.feature_names)  # the encoder's vector size
+    embeddings = np.random.default_rng(0).normal(size=(len(PROMPTS), width)).astype(np.float32)
     expected = router.head.score(PROMPTS, embeddings)
     np.testing.assert_allclose(copy.score(PROMPTS, embeddings), expected, atol=1e-7)
 

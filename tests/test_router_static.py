@@ -37,6 +37,7 @@ def test_static_vectors_keep_topic(static: StaticEncoder) -> None:
 def test_encoder_names_round_trip() -> None:
     assert make_encoder("all-MiniLM-L6-v2-static-input").name == "all-MiniLM-L6-v2-static-input"
     assert make_encoder("all-MiniLM-L6-v2-seq32").name == "all-MiniLM-L6-v2-seq32"
+    assert make_encoder("all-MiniLM-L6-v2-static-input-sif-tail32").name == "all-MiniLM-L6-v2-static-input-sif-tail32"
     with pytest.raises(ValueError, match="unknown encoder"):
         make_encoder("bert-base")
     with pytest.raises(ValueError, match="unknown static table"):
@@ -69,6 +70,22 @@ def test_sif_weights_favour_rare_pieces() -> None:
     the, photo = sif._tokenizer.token_to_id("the"), sif._tokenizer.token_to_id("photo")
     assert weights[the] < weights[photo] <= 1.0
     np.testing.assert_allclose(np.linalg.norm(sif.embed(PROMPTS[:3]), axis=1), 1.0, atol=1e-5)
+
+
+def test_tail_split_gives_the_prompts_end_its_own_vector() -> None:
+    plain, split = StaticEncoder("input-sif"), StaticEncoder("input-sif", tail=4)
+    assert split.name == "all-MiniLM-L6-v2-static-input-sif-tail4" and split.dim == 2 * EMBEDDING_DIM
+    short, long = "What is gravity?", "Read this long passage about the history of Rome. Which emperor came first?"
+    vectors = split.embed([short, long, ""])
+    assert vectors.shape == (3, 2 * EMBEDDING_DIM)
+    head, tail = vectors[:, :EMBEDDING_DIM], vectors[:, EMBEDDING_DIM:]
+    assert not head[0].any() and not vectors[2].any()  # nothing before the last 4 pieces / nothing at all
+    np.testing.assert_allclose(tail[0], plain.embed([short])[0], atol=1e-6)  # a short prompt is all tail
+    ids = split._tokenizer.encode(long, add_special_tokens=False).ids
+    first, last = (split._tokenizer.decode(part) for part in (ids[:-4], ids[-4:]))
+    np.testing.assert_allclose(head[1], plain.embed([first])[0], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(tail[1]), 1.0, atol=1e-5)
+    assert "emperor" not in first and tail[1] @ plain.embed([last])[0] > 0.99
 
 
 def test_concatenated_head_adds_its_own_part_to_the_gateways_embedding(static: StaticEncoder) -> None:

@@ -25,7 +25,8 @@ from router_models.train import DEFAULT_SPEC, MMLU_LABEL_ARTIFACTS, HeadSpec, cr
 
 VARIANTS = ["all-MiniLM-L6-v2-seq256", "all-MiniLM-L6-v2-seq64", "all-MiniLM-L6-v2-seq32",
             "all-MiniLM-L6-v2-static-input", "all-MiniLM-L6-v2-static-distilled", "all-MiniLM-L6-v2-static-input-sif",
-            "all-MiniLM-L6-v2-seq256+all-MiniLM-L6-v2-static-input-sif"]
+            "all-MiniLM-L6-v2-seq256+all-MiniLM-L6-v2-static-input-sif", "all-MiniLM-L6-v2-static-input-sif-tail32",
+            "all-MiniLM-L6-v2-seq256+all-MiniLM-L6-v2-static-input-sif-tail32"]
 
 
 def main() -> int:
