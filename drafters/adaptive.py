@@ -3,7 +3,7 @@
 A step that drafts k tokens costs k draft steps plus one verification of k+1 tokens, and yields
 (1 - α^(k+1)) / (1 - α) tokens on average when each draft token is accepted with probability α
 (Leviathan et al. 2023). Both costs are measured in target decode steps: a drafter states its own
-(`Drafter.cost`: 0 for a lookup, ~0.12 for the int8 0.5B draft of the 1.5B target here), and
+(`Drafter.cost`: 0 for a lookup, ~0.1 for the int8 0.5B draft of the 1.5B target here), and
 verification is flat up to 5 tokens and grows slowly after (bench/engine/step_cost.py, packed engine:
 1×5 ≈ 1.0, 1×8 ≈ 1.4, 1×16 ≈ 2.0 single steps; a GPU is flatter still). α is re-estimated from each
 sequence's own drafts, so a drafter that keeps missing drafts short and one that keeps hitting drafts long.

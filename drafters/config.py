@@ -27,6 +27,7 @@ class SpeculativeConfig:
     ngram_max: int = 4
     ngram_min: int = 1
     draft_int8: bool = True
+    draft_vocab: int = 32768  # draft among the most frequent tokens only (drafters/vocab.py); 0 = all
     max_batch: int = 4  # above this many running sequences, decode without drafts
 
     def __post_init__(self) -> None:
@@ -55,7 +56,8 @@ def build_drafter(config: SpeculativeConfig, target: LoadedModel, *, progress: b
                            pack=not config.draft_int8)
         if draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
             raise ValueError(f"draft model {config.draft_model} does not share the target's tokenizer")
-        model_drafter = ModelDrafter(draft, target=target.model, int8=config.draft_int8)
+        model_drafter = ModelDrafter(draft, target=target.model, int8=config.draft_int8,
+                                     vocab=config.draft_vocab)
         log.info("draft model %s: one draft step costs %.2f target steps", config.draft_model, model_drafter.cost)
         drafters.append(model_drafter)
     return drafters[0] if len(drafters) == 1 else FirstProposal(drafters)

@@ -48,6 +48,7 @@ class SpeculativeConfig(_Strict):
     method: Literal["none", "ngram", "draft_model", "ngram+draft_model", "eagle3"] = "none"
     draft_model: str | None = None
     num_speculative_tokens: int = Field(4, ge=1, le=16)
+    draft_vocab: int = Field(32768, ge=0)  # embedded draft model: most frequent tokens only; 0 = all
 
     @model_validator(mode="after")
     def _draft_model_named(self) -> SpeculativeConfig:
@@ -64,7 +65,8 @@ class SpeculativeConfig(_Strict):
         from drafters.config import SpeculativeConfig as EngineSpeculativeConfig
 
         return EngineSpeculativeConfig(method=self.method, draft_model=self.draft_model,
-                                       num_speculative_tokens=self.num_speculative_tokens)
+                                       num_speculative_tokens=self.num_speculative_tokens,
+                                       draft_vocab=self.draft_vocab)
 
 
 class HealthCheckConfig(_Strict):

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
+from drafters import vocab
 from drafters.adaptive import AdaptiveK
 from drafters.base import Draft, DraftContext
 from drafters.config import SpeculativeConfig
 from drafters.model import ModelDrafter
 from drafters.ngram import NgramDrafter
+from drafters.quantize import CALIBRATION_TEXT, input_maxima, smooth
 from drafters.verify import verify
 from engine.engine import Engine
 from engine.loader import load_model
@@ -101,6 +105,39 @@ async def test_greedy_output_is_identical_with_speculation(loaded, reference, na
     assert sum(s.num_draft_tokens for s in spec) > 0
     if name == "random":
         assert sum(s.num_accepted_tokens for s in spec) < sum(s.num_draft_tokens for s in spec)
+
+
+async def test_draft_over_frequent_tokens_only_keeps_the_output(loaded, reference, tmp_path, monkeypatch):
+    """FR-Spec: the draft's head keeps 1,024 frequent tokens; whatever else the target wants, it supplies."""
+    counts = Counter(token for prompt in PROMPTS for token in loaded.tokenizer.encode(prompt))
+    ranked = [token for token, _ in counts.most_common()]
+    ranked += [token for token in range(2048) if token not in counts]
+    monkeypatch.setattr(vocab, "RANKS_DIR", tmp_path)
+    np.save(tmp_path / f"{vocab.vocabulary_hash(loaded.tokenizer)}.npy", np.array(ranked[:1024]))
+    draft = load_model(MODEL, resolve(MODEL, progress=False))
+    drafter = ModelDrafter(draft, target=loaded.model, int8=True, vocab=1024)
+    assert drafter.kept_tokens is not None and len(drafter.kept_tokens) < 1100
+    engine = engine_with(loaded, drafter)
+    try:
+        outputs = [await run(engine, prompt) for prompt in PROMPTS]
+    finally:
+        engine.close()
+    assert [tokens for tokens, _ in outputs] == reference
+    assert sum(final.spec.num_accepted_tokens for _, final in outputs if final.spec) > 0
+
+
+def test_smoothing_leaves_the_fp32_model_unchanged():
+    """SmoothQuant's scales are folded into the neighbouring weights: the same function before int8."""
+    draft = load_model(MODEL, resolve(MODEL, progress=False))
+    ids = torch.tensor([draft.tokenizer.encode("Smoothing moves activation outliers into the weights.")])
+    with torch.inference_mode():
+        before = draft.model(input_ids=ids).logits
+    calibration = draft.tokenizer.encode(CALIBRATION_TEXT.read_text())[:256]
+    smooth(draft.model, input_maxima(draft.model, calibration))
+    with torch.inference_mode():
+        after = draft.model(input_ids=ids).logits
+    assert torch.equal(before.argmax(-1), after.argmax(-1))
+    assert torch.allclose(before, after, atol=2e-3, rtol=1e-3)
 
 
 async def test_batched_speculation_equals_unbatched(loaded, reference):

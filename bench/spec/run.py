@@ -4,7 +4,8 @@ Workloads (each: tokens/s with speculation off, then on, in the same run):
   mtbench    MT-Bench first turns           drafter: 0.5B draft model (int8 draft step), or n-gram first
   sharegpt   ShareGPT first human turns     drafter: the same
   code-edit  HumanEval functions to edit    drafter: n-gram prompt lookup
-  near-dup   reworded MT-Bench questions    drafter: retrieval (the cached answer to the original)
+  near-dup   reworded MT-Bench questions    drafter: retrieval (the cached answer to the original), or
+                                            retrieval first, then the draft model
 
     .venv/bin/python -m bench.spec.run [--prompts 4] [--tokens 96] [--workloads mtbench code-edit ...]
 """
@@ -68,7 +69,7 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
         "mtbench": (args.chat_drafter, mtbench_questions()[:n]),
         "sharegpt": (args.chat_drafter, sharegpt_prompts(n, max_chars=600)),
         "code-edit": (args.edit_drafter, [EDIT.format(code=code) for code in humaneval_code()[:n]]),
-        "near-dup": ("ngram", mtbench_questions()[n:2 * n]),
+        "near-dup": (args.near_dup_drafter, mtbench_questions()[n:2 * n]),
     }
     rows = []
     try:
@@ -86,7 +87,7 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
                 references, prompts = originals, [near_duplicate(p) for p in prompts]
             start = time.perf_counter()
             off, on = await measure(engine, prompts, params, references)
-            label = "retrieval" if name == "near-dup" else kind
+            label = kind.replace("ngram", "retrieval") if name == "near-dup" else kind
             rows.append(summarise(name, label, off, on))
             print(f"{name}: {time.perf_counter() - start:.0f} s", rows[-1], flush=True)
     finally:
@@ -103,6 +104,8 @@ def main() -> None:
                         help="drafter for the MT-Bench and ShareGPT workloads")
     parser.add_argument("--edit-drafter", choices=["ngram", "ngram+draft_model"], default="ngram",
                         help="drafter for the code-edit workload")
+    parser.add_argument("--near-dup-drafter", choices=["ngram", "ngram+draft_model"], default="ngram",
+                        help="drafter for near-duplicates: the cached answer only, or the draft model where it misses")
     parser.add_argument("--workloads", nargs="+", default=["mtbench", "sharegpt", "code-edit", "near-dup"])
     rows = asyncio.run(run(parser.parse_args()))
     print(markdown_table(["workload", "drafter", "prompts", "tokens (on)", "off tok/s", "on tok/s", "speedup",
