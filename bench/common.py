@@ -24,8 +24,11 @@ class Timing:
         return self.tokens / self.total_s
 
 
-async def timed_generate(engine: Engine, prompt: str, params: SamplingParams, **options) -> Timing:
-    ids = engine.encode_chat([{"role": "user", "content": prompt}])
+async def timed_generate(engine: Engine, prompt: str | list[dict[str, str]], params: SamplingParams,
+                         **options) -> Timing:
+    """`prompt`: one user message's text, or the whole message list."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    ids = engine.encode_chat(messages)
     start = time.perf_counter()
     first = None
     tokens = accepted = drafted = 0

@@ -76,6 +76,15 @@ async def run(engine: Engine, prompt: str, params: SamplingParams = GREEDY, **op
     return [t for d in deltas for t in d.token_ids], deltas[-1]
 
 
+async def run_all(loaded, drafter):
+    """Every prompt, one at a time, through an engine that drafts with `drafter`."""
+    engine = engine_with(loaded, drafter)
+    try:
+        return [await run(engine, prompt) for prompt in PROMPTS]
+    finally:
+        engine.close()
+
+
 @pytest.fixture(scope="module")
 def reference(plain):
     return [asyncio.run(run(plain, prompt))[0] for prompt in PROMPTS]
@@ -93,12 +102,7 @@ def make_drafter(name: str, loaded):
 
 @pytest.mark.parametrize("name", ["ngram", "random", "draft_model"])
 async def test_greedy_output_is_identical_with_speculation(loaded, reference, name):
-    drafter = make_drafter(name, loaded)
-    engine = engine_with(loaded, drafter)
-    try:
-        outputs = [await run(engine, prompt) for prompt in PROMPTS]
-    finally:
-        engine.close()
+    outputs = await run_all(loaded, make_drafter(name, loaded))
     assert [tokens for tokens, _ in outputs] == reference
     spec = [final.spec for _, final in outputs if final.spec]
     assert spec, "the drafter was never used"
@@ -117,11 +121,7 @@ async def test_draft_over_frequent_tokens_only_keeps_the_output(loaded, referenc
     draft = load_model(MODEL, resolve(MODEL, progress=False))
     drafter = ModelDrafter(draft, target=loaded.model, int8=True, vocab=1024)
     assert drafter.kept_tokens is not None and len(drafter.kept_tokens) < 1100
-    engine = engine_with(loaded, drafter)
-    try:
-        outputs = [await run(engine, prompt) for prompt in PROMPTS]
-    finally:
-        engine.close()
+    outputs = await run_all(loaded, drafter)
     assert [tokens for tokens, _ in outputs] == reference
     assert sum(final.spec.num_accepted_tokens for _, final in outputs if final.spec) > 0
 

@@ -6,6 +6,8 @@ Workloads (each: tokens/s with speculation off, then on, in the same run):
   code-edit  HumanEval functions to edit    drafter: n-gram prompt lookup
   near-dup   reworded MT-Bench questions    drafter: retrieval (the cached answer to the original), or
                                             retrieval first, then the draft model
+  near-dup-edited  the same, retyped (lower-case start, no final "?")          drafter: as near-dup
+  near-dup-clock   the same question, system prompt's clock 5 minutes later    drafter: as near-dup
 
     .venv/bin/python -m bench.spec.run [--prompts 4] [--tokens 96] [--workloads mtbench code-edit ...]
 """
@@ -29,12 +31,28 @@ EDIT = ("Rename the function in this Python code to `solution` and add a one-lin
         "Return the complete code and nothing else.\n\n```python\n{code}```")
 
 
-def near_duplicate(question: str) -> str:
-    """What a user who asks again types: same question, reworded politely."""
-    return f"Please answer this: {question.strip()}"
+Messages = list[dict[str, str]]
+NEAR_DUPLICATES = {"near-dup": "reworded", "near-dup-edited": "edited", "near-dup-clock": "clock"}
+CLOCK = "You are a helpful assistant. The current time is 2026-11-30 {} UTC."
 
 
-async def measure(engine: Engine, prompts: list[str], params: SamplingParams,
+def near_duplicate(kind: str, question: str) -> tuple[Messages, Messages]:
+    """(the request whose answer is cached, a request that asks the same but misses the exact cache)."""
+    question = question.strip()
+
+    def user(text: str) -> Messages:
+        return [{"role": "user", "content": text}]
+
+    if kind == "reworded":  # asked again, reworded politely
+        return user(question), user(f"Please answer this: {question}")
+    if kind == "edited":  # retyped: lower-case start, no final punctuation
+        return user(question), user(question[0].lower() + question[1:].rstrip("?.!"))
+    # "clock": an application whose system prompt carries the time, so every request text differs
+    return ([{"role": "system", "content": CLOCK.format("09:00")}, *user(question)],
+            [{"role": "system", "content": CLOCK.format("09:05")}, *user(question)])
+
+
+async def measure(engine: Engine, prompts: list[str] | list[Messages], params: SamplingParams,
                   references: list[list[int]] | None = None) -> tuple[list[Timing], list[Timing]]:
     """Off and on interleaved prompt by prompt, so load drift on the machine hits both alike."""
     off, on = [], []
@@ -69,7 +87,7 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
         "mtbench": (args.chat_drafter, mtbench_questions()[:n]),
         "sharegpt": (args.chat_drafter, sharegpt_prompts(n, max_chars=600)),
         "code-edit": (args.edit_drafter, [EDIT.format(code=code) for code in humaneval_code()[:n]]),
-        "near-dup": (args.near_dup_drafter, mtbench_questions()[n:2 * n]),
+        **{name: (args.near_dup_drafter, mtbench_questions()[n:2 * n]) for name in NEAR_DUPLICATES},
     }
     rows = []
     try:
@@ -78,16 +96,15 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
             engine.scheduler.drafter = drafters[kind]
             engine.speculative = SpeculativeConfig(num_speculative_tokens=args.k)
             references = None
-            if name == "near-dup":  # the cache holds the model's answer to the original wording
-                originals = []
-                for prompt in prompts:
-                    ids = engine.encode_chat([{"role": "user", "content": prompt}])
-                    originals.append([t async for d in engine.generate(ids, params, speculative=False)
-                                      for t in d.token_ids])
-                references, prompts = originals, [near_duplicate(p) for p in prompts]
+            if name in NEAR_DUPLICATES:  # the cache holds the model's answer to the original request
+                pairs = [near_duplicate(NEAR_DUPLICATES[name], question) for question in prompts]
+                references = [[t async for d in engine.generate(engine.encode_chat(original), params,
+                                                                 speculative=False) for t in d.token_ids]
+                              for original, _ in pairs]
+                prompts = [again for _, again in pairs]
             start = time.perf_counter()
             off, on = await measure(engine, prompts, params, references)
-            label = kind.replace("ngram", "retrieval") if name == "near-dup" else kind
+            label = kind.replace("ngram", "retrieval") if name in NEAR_DUPLICATES else kind
             rows.append(summarise(name, label, off, on))
             print(f"{name}: {time.perf_counter() - start:.0f} s", rows[-1], flush=True)
     finally:
@@ -106,7 +123,7 @@ def main() -> None:
                         help="drafter for the code-edit workload")
     parser.add_argument("--near-dup-drafter", choices=["ngram", "ngram+draft_model"], default="ngram",
                         help="drafter for near-duplicates: the cached answer only, or the draft model where it misses")
-    parser.add_argument("--workloads", nargs="+", default=["mtbench", "sharegpt", "code-edit", "near-dup"])
+    parser.add_argument("--workloads", nargs="+", default=["mtbench", "sharegpt", "code-edit", *NEAR_DUPLICATES])
     rows = asyncio.run(run(parser.parse_args()))
     print(markdown_table(["workload", "drafter", "prompts", "tokens (on)", "off tok/s", "on tok/s", "speedup",
                           "acceptance"], rows))
