@@ -314,6 +314,18 @@ async def test_paraphrase_is_a_semantic_hit(cache: ResponseCache, embed: Callabl
     assert lookup.events == answer("Use reversed() or list[::-1].")
 
 
+async def test_contextual_verifier_through_the_store(
+    redis_server: RedisServerProcess, embed: Callable[[str], np.ndarray]
+) -> None:
+    cache = make_cache(redis_server, verifier_model="contextual")  # the verdict runs in a worker thread
+    await store_embedded(cache, embed, chat("How do I delete a branch in git?"), "git branch -d NAME")
+    paraphrase, qualified = chat("How can I remove a git branch?"), chat("How do I delete a local branch in git?")
+    assert (await cache.lookup(TENANT, paraphrase, embed(paraphrase.prompt_text()))).status == "semantic-hit"
+    lookup = await cache.lookup(TENANT, qualified, embed(qualified.prompt_text()))
+    assert lookup.status == "miss" and lookup.reason is not None and lookup.reason.startswith("vetoed:verifier")
+    await cache.close()
+
+
 @pytest.mark.parametrize(("stored_text", "query_text", "guard"), [
     ("How do I enable two-factor authentication on my account?",
      "How do I disable two-factor authentication on my account?", "opposite"),

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.breaker import CircuitBreaker
-from gateway.cache import alignment, cache_mode_from_headers, guards, verifier
+from gateway.cache import alignment, cache_mode_from_headers, contextual, guards, verifier
 from gateway.cache.codec import decode, encode, is_complete
 from gateway.cache.keys import TenantKeys, canonical_request, digest, is_deterministic, semantic_scope
 from gateway.cache.single_flight import SingleFlight
@@ -158,6 +158,37 @@ def test_aligned_verifier_uses_its_own_min_probability() -> None:
         p >= verifier.default_min_probability("aligned"))
     hard = verifier.verdict("How do I enable 2FA?", "How do I disable 2FA?", 0.99, model="aligned")
     assert hard is not None and hard.startswith("opposite")
+
+
+def test_contextual_words_depend_on_their_sentence() -> None:
+    """The static table gives "bank" one vector; MiniLM's token outputs give it one per sentence."""
+    aligner = contextual.shared_contextual_aligner()
+    river, money = aligner.words("Who owns the bank of the river?"), aligner.words("Who owns the bank on Main Street?")
+    assert len(river.weights) == 7  # every alphabetic word, function words included
+    assert float(river.vectors[3] @ money.vectors[3]) < 0.98  # "bank", in two senses (0.95 after 2 layers)
+    static = alignment.shared_aligner()
+    bank = [static.words(text).vectors[0] for text in ("bank of the river", "bank account")]  # "bank" first
+    assert float(bank[0] @ bank[1]) > 0.999
+
+
+def test_contextual_verifier_vetoes_a_negation_and_a_qualifier_and_accepts_a_paraphrase() -> None:
+    negated = ("Is coffee not bad for your heart?", "Is coffee bad for your heart?", 0.9)
+    assert verifier.verdict(*negated, model="contextual").startswith("negation")  # the hard guard, first
+    assert verifier.model_probability(*negated, "contextual") < verifier.default_min_probability("contextual")
+    qualified = verifier.verdict("How do I delete a local branch in git?", "How do I delete a branch in git?", 0.92,
+                                 model="contextual")
+    assert qualified is not None and qualified.startswith("verifier")
+    assert verifier.verdict("What's a simple way to reverse a list in Python?", "How do I reverse a Python list?",
+                            0.9, model="contextual") is None
+
+
+def test_contextual_verifier_is_deterministic() -> None:
+    query, cached = "How can I capture my screen on a Mac?", "How do I take a screenshot on macOS?"
+    aligner = contextual.shared_contextual_aligner()
+    first = (aligner.align(query, cached), verifier.model_probability(query, cached, 0.8, "contextual"))
+    aligner.words.cache_clear()  # recomputed by the model, not read back from the cache
+    assert (aligner.align(query, cached), verifier.model_probability(query, cached, 0.8, "contextual")) == first
+    assert verifier.needs_model_call("contextual") and not verifier.needs_model_call("aligned")
 
 
 # codec ---------------------------------------------------------------------------------------------

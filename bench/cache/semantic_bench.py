@@ -7,7 +7,7 @@ Two measurements:
    b-side looked up: a paraphrase must hit its own a, a contrast must hit nothing.
 
     .venv/bin/python -m bench.cache.semantic_bench [--threshold 0.6] [--min-probability 0.85]
-        [--quantization noquant] [--pairs bench/cache/pairs_holdout.jsonl] [--model lexical|aligned]
+        [--quantization noquant] [--pairs bench/cache/pairs_holdout.jsonl] [--model lexical|aligned|contextual]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
@@ -118,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=Path, default=PAIRS, help="pairs_holdout.jsonl: written after tuning")
     parser.add_argument("--threshold", type=float, nargs="+", default=[CacheConfig().similarity_threshold])
-    parser.add_argument("--model", choices=["lexical", "aligned"], default=CacheConfig().verifier_model)
+    parser.add_argument("--model", choices=get_args(VerifierModel), default=CacheConfig().verifier_model)
     parser.add_argument("--min-probability", type=float, default=None, help="default: the model's own")
     parser.add_argument("--quantization", choices=["noquant", "q8", "bin"],
                         default=CacheConfig().vector_quantization)

@@ -8,15 +8,18 @@ cross-validated false-hit rate on the labelled contrasts is <= 1%. Then the mode
 - lexical: a logistic regression on standardised lexical features; prints the constants to paste into
   verifier.py, folded back to raw feature units;
 - aligned: lexical + word-alignment features, a bagged MLP (gateway/cache/verifier_mlp.py); writes
-  gateway/cache/verifier_mlp.json, min P included.
+  gateway/cache/verifier_mlp.json, min P included;
+- contextual: aligned + the alignment over MiniLM's contextual token outputs (gateway/cache/contextual.py),
+  the same kind of MLP; writes gateway/cache/verifier_contextual.json.
 
-    .venv/bin/python -m bench.cache.train_verifier [--model lexical|aligned] [--floor 0.60] [--C 1.0]
+    .venv/bin/python -m bench.cache.train_verifier [--model lexical|aligned|contextual] [--floor 0.60] [--C 1.0]
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import get_args
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -29,9 +32,13 @@ from gateway.cache import verifier, verifier_mlp
 PROBABILITIES = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 MAX_FALSE_HIT = 0.01
 MLP_MEMBERS, MLP_HIDDEN, MLP_ALPHA = 4, 16, 1.0
-"""Chosen by cross-validation on the tuning set (hidden 4/8/16 x alpha 0.1/1/3; 1 vs 4 members)."""
+"""Chosen by cross-validation on the tuning set (hidden 4/8/16 x alpha 0.1/1/3; 1 vs 4 members); the
+contextual model's by the same (hidden 8/16/32 x alpha 0.3/1/3; 1 vs 4 members)."""
+MIN_P_GRID = np.arange(0.30, 0.96, 0.01).round(2)
+"""Candidates for min P (0.50-0.95 until 2026-11-30; widened when the contextual model's reached 0.50)."""
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+MLP_FEATURES = {"aligned": verifier.ALIGNED_FEATURES, "contextual": verifier.CONTEXTUAL_FEATURES}
 
 
 def fit(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
@@ -47,13 +54,14 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float) -> Predictor:
     return lambda rows: 1 / (1 + np.exp(-(rows @ weights + bias)))
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, seed: int = 0, min_probability: float = 0.5) -> verifier_mlp.BaggedMlp:
+def fit_mlp(x: np.ndarray, y: np.ndarray, seed: int = 0, min_probability: float = 0.5,
+            model: verifier.VerifierModel = "aligned") -> verifier_mlp.BaggedMlp:
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
     members = [MLPClassifier(hidden_layer_sizes=(MLP_HIDDEN,), alpha=MLP_ALPHA, max_iter=3000,
                              random_state=seed * MLP_MEMBERS + m).fit((x - mean) / scale, y)
                for m in range(MLP_MEMBERS)]
     return verifier_mlp.BaggedMlp(
-        features=verifier.ALIGNED_FEATURES, mean=mean, scale=scale, min_probability=min_probability,
+        features=MLP_FEATURES[model], mean=mean, scale=scale, min_probability=min_probability,
         hidden_weights=np.stack([m.coefs_[0] for m in members]),
         hidden_bias=np.stack([m.intercepts_[0] for m in members]),
         output_weights=np.stack([m.coefs_[1][:, 0] for m in members]),
@@ -63,7 +71,7 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, seed: int = 0, min_probability: float 
 def fit_model(model: verifier.VerifierModel, x: np.ndarray, y: np.ndarray, c: float, seed: int) -> Predictor:
     if model == "lexical":
         return fit_logistic(x, y, c)
-    mlp = fit_mlp(x, y, seed)
+    mlp = fit_mlp(x, y, seed, model=model)
     return lambda rows: np.array([mlp.probability(tuple(row)) for row in rows])
 
 
@@ -87,7 +95,7 @@ def distractor_pairs(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", choices=["lexical", "aligned"], default="lexical")
+    parser.add_argument("--model", choices=get_args(verifier.VerifierModel), default="lexical")
     parser.add_argument("--floor", type=float, default=0.60, help="cosine below which no candidate is verified")
     parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength (lexical)")
     parser.add_argument("--shuffles", type=int, default=5, help="repeats of the 5-fold cross-validation")
@@ -98,7 +106,7 @@ def main() -> None:
     similarity = np.array([float(vectors[p["a"]] @ vectors[p["b"]]) for p in pairs])
     paraphrase = np.array([p["label"] == "paraphrase" for p in pairs])
     hard = np.array([any(guard(p["b"], p["a"]) for guard in verifier.HARD_GUARDS) for p in pairs])
-    featurize = verifier.features if args.model == "lexical" else verifier.aligned_features
+    featurize = verifier.FEATURIZERS[args.model]
     x = np.array([featurize(p["b"], p["a"], s) for p, s in zip(pairs, similarity, strict=True)])
     candidates = np.where((similarity >= args.floor) & ~hard)[0]
 
@@ -110,7 +118,7 @@ def main() -> None:
             predicted[candidates[test]] += predict(x[candidates[test]]) / args.shuffles
     distractor = np.array([p["kind"] == "distractor" for p in pairs])
     contrast = ~paraphrase & ~distractor
-    min_probability = min(p for p in np.arange(0.5, 0.96, 0.01).round(2)
+    min_probability = min(p for p in MIN_P_GRID
                           if (predicted >= p)[contrast].mean() <= MAX_FALSE_HIT)
     print(f"{args.model}: {len(candidates)} candidates (cosine >= {args.floor}, no hard veto) of {len(pairs)} pairs "
           f"(with {distractor.sum()} distractor contrasts)")
@@ -122,10 +130,10 @@ def main() -> None:
               f"| {hit[distractor].sum()} of {distractor.sum()} |")
     print(f"\nmin P by the rule (lowest with CV false hit <= {MAX_FALSE_HIT:.0%}): {min_probability}")
 
-    if args.model == "aligned":
-        mlp = fit_mlp(x[candidates], paraphrase[candidates], min_probability=float(min_probability))
-        verifier_mlp.WEIGHTS_FILE.write_text(mlp.to_json() + "\n")
-        print(f"wrote {verifier_mlp.WEIGHTS_FILE}")
+    if args.model in verifier.MLP_MODELS:
+        mlp = fit_mlp(x[candidates], paraphrase[candidates], min_probability=float(min_probability), model=args.model)
+        verifier_mlp.WEIGHTS_FILES[args.model].write_text(mlp.to_json() + "\n")
+        print(f"wrote {verifier_mlp.WEIGHTS_FILES[args.model]}")
         return
     weights, bias = fit(x[candidates], paraphrase[candidates], args.C)
     print(f"\nFEATURES = {verifier.FEATURES}")

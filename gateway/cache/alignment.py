@@ -28,18 +28,74 @@ synonyms and close terms mostly 0.5-0.8; unrelated words below 0.3)."""
 
 @dataclass(frozen=True)
 class Alignment:
-    """How well the content words of two prompts match each other."""
+    """How well the words of two prompts match each other."""
 
-    worst: float  # the least-matched content word of either side: its best cosine on the other side
-    mean: float  # mean best cosine over both sides' content words
-    unmatched: float  # content words of either side below MATCHED
+    worst: float  # the least-matched word of either side: its best cosine on the other side
+    mean: float  # mean best cosine over both sides' words
+    unmatched: float  # words of either side below the match threshold
     unmatched_weight: float  # their SIF weights summed (rare words ~1, frequent ones ~0)
+    weighted_mean: float  # SIF-weighted mean best cosine, the lower of the two sides' (BERTScore-like)
+
+    def scores(self) -> tuple[float, float, float, float]:
+        """The four scores the aligned verifier was fitted on (weighted_mean came later, with the
+        contextual one)."""
+        return self.worst, self.mean, self.unmatched, self.unmatched_weight
 
 
 @dataclass(frozen=True)
-class _Words:
-    vectors: np.ndarray  # (n, 384) L2-normalised, one row per content word
-    weights: np.ndarray  # (n,) SIF weight of each word (its rarest piece)
+class Words:
+    """The words of one prompt: L2-normalised vectors (n, dim), and each word's SIF weight (its rarest piece)."""
+
+    vectors: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def empty(cls, dim: int) -> Words:
+        return cls(np.zeros((0, dim), np.float32), np.zeros(0, np.float32))
+
+    @classmethod
+    def pool(cls, piece_vectors: np.ndarray, piece_weights: np.ndarray, starts: list[int]) -> Words:
+        """Each word the mean of its (contiguous) pieces: one reduceat for the whole prompt."""
+        vectors = np.add.reduceat(piece_vectors, starts, axis=0)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return cls(vectors, np.maximum.reduceat(piece_weights, starts))
+
+
+def word_pieces(text: str, word_ids: list[int | None], offsets: list[tuple[int, int]],
+                content_only: bool = True) -> tuple[list[int], list[int]]:
+    """Positions (into the encoding) of the pieces of each kept word, and where each word starts in that
+    list. Kept: alphabetic words; with `content_only`, not function words either. Numbers are never kept
+    (the hard guards own those)."""
+    positions: list[int] = []
+    starts: list[int] = []
+    for index, word in enumerate(word_ids):
+        if word is None or (index > 0 and word_ids[index - 1] == word):
+            continue
+        end = index + 1
+        while end < len(word_ids) and word_ids[end] == word:
+            end += 1
+        token = text[offsets[index][0] : offsets[end - 1][1]].lower()
+        if token.isalpha() and not (content_only and token in guards.FUNCTION_WORDS):
+            starts.append(len(positions))
+            positions.extend(range(index, end))
+    return positions, starts
+
+
+def align_words(a: Words, b: Words, matched: float) -> Alignment:
+    """Match each word of either side to its most similar word of the other (cosine)."""
+    if len(a.weights) == 0 or len(b.weights) == 0:
+        same = float(len(a.weights) == len(b.weights))  # both empty: nothing differs
+        return Alignment(same, same, float(len(a.weights) + len(b.weights)),
+                         float(a.weights.sum() + b.weights.sum()), same)
+    similarity = a.vectors @ b.vectors.T
+    best_a, best_b = similarity.max(axis=1), similarity.max(axis=0)
+    best = np.concatenate([best_a, best_b])
+    weights = np.concatenate([a.weights, b.weights])
+    unmatched = best < matched
+    weighted = min(float(best_a @ a.weights) / max(float(a.weights.sum()), 1e-12),
+                   float(best_b @ b.weights) / max(float(b.weights.sum()), 1e-12))
+    return Alignment(float(best.min()), float(best.mean()), float(unmatched.sum()),
+                     float(weights[unmatched].sum()), weighted)
 
 
 class Aligner:
@@ -59,41 +115,17 @@ class Aligner:
         self._sif = sif_weights(len(self._table))
         self.words = functools.lru_cache(maxsize=4096)(self._words)
 
-    def _words(self, text: str) -> _Words:
-        """Content words (not function words, not numbers: the hard guards own those), each the mean of
-        its word-pieces (which are contiguous: one gather and one reduceat for the whole prompt)."""
+    def _words(self, text: str) -> Words:
+        """Content words (not function words, not numbers), each the mean of its word-pieces' input vectors."""
         encoding = self._tokenizer.encode(text, add_special_tokens=False)
-        pieces: list[int] = []
-        starts: list[int] = []
-        word_ids, offsets, ids = encoding.word_ids, encoding.offsets, encoding.ids
-        for index, word in enumerate(word_ids):
-            if word is None or (index > 0 and word_ids[index - 1] == word):
-                continue
-            end = index + 1
-            while end < len(word_ids) and word_ids[end] == word:
-                end += 1
-            token = text[offsets[index][0] : offsets[end - 1][1]].lower()
-            if token.isalpha() and token not in guards.FUNCTION_WORDS:
-                starts.append(len(pieces))
-                pieces.extend(ids[index:end])
+        positions, starts = word_pieces(text, encoding.word_ids, encoding.offsets)
         if not starts:
-            return _Words(np.zeros((0, self._table.shape[1]), np.float32), np.zeros(0, np.float32))
-        vectors = np.add.reduceat(self._table[pieces], starts, axis=0)
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return _Words(vectors, np.maximum.reduceat(self._sif[pieces], starts))
+            return Words.empty(self._table.shape[1])
+        pieces = np.asarray(encoding.ids)[positions]
+        return Words.pool(self._table[pieces], self._sif[pieces], starts)
 
     def align(self, query: str, cached: str) -> Alignment:
-        a, b = self.words(query), self.words(cached)
-        if len(a.weights) == 0 or len(b.weights) == 0:
-            same = float(len(a.weights) == len(b.weights))  # both empty: nothing differs
-            return Alignment(same, same, float(len(a.weights) + len(b.weights)),
-                             float(a.weights.sum() + b.weights.sum()))
-        similarity = a.vectors @ b.vectors.T
-        best = np.concatenate([similarity.max(axis=1), similarity.max(axis=0)])
-        weights = np.concatenate([a.weights, b.weights])
-        unmatched = best < MATCHED
-        return Alignment(float(best.min()), float(best.mean()), float(unmatched.sum()),
-                         float(weights[unmatched].sum()))
+        return align_words(self.words(query), self.words(cached), MATCHED)
 
 
 @functools.cache

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 VectorQuantization = Literal["noquant", "q8", "bin"]
-VerifierModel = Literal["lexical", "aligned"]
+VerifierModel = Literal["lexical", "aligned", "contextual"]
 
 
 class EmbeddedRedisConfig(BaseModel):
@@ -45,7 +45,9 @@ class CacheConfig(BaseModel):
     semantic_guards: bool = Field(True, description="verify candidates: hard guards, then the learned verifier")
     verifier_model: VerifierModel = Field(
         "aligned", description="lexical: logistic regression on word-overlap features; aligned: adds word "
-        "alignment in MiniLM's input embeddings, bagged MLP (gateway/cache/verifier.py, bench/cache/RESULTS.md)")
+        "alignment in MiniLM's input embeddings, bagged MLP; contextual: adds word alignment over MiniLM's "
+        "token outputs (2 layers, a few ms per prompt; more hits on the labelled sets, but it rejects 'How can I "
+        "X?' for 'How do I X?', so not the default) (gateway/cache/verifier.py, bench/cache/RESULTS.md)")
     verifier_min_probability: float | None = Field(
         None, ge=0.0, le=1.0, description="P(paraphrase) a candidate needs; None: the model's own, the lowest "
         "whose cross-validated false-hit rate on bench/cache/pairs.jsonl is <= 1% (bench/cache/RESULTS.md)")

@@ -261,10 +261,7 @@ class ResponseCache:
         for neighbour in neighbours:
             if neighbour.similarity < self.config.similarity_threshold:
                 break
-            if self.config.semantic_guards and (
-                veto := verifier.verdict(text, neighbour.prompt, neighbour.similarity,
-                                         self.config.verifier_min_probability, self.config.verifier_model)
-            ):
+            if self.config.semantic_guards and (veto := await self._verdict(text, neighbour)):
                 self.stats[f"vetoed:{veto.split(':')[0].split(' ')[0]}"] += 1
                 continue
             entry = await self._fetch_entry(tenant, neighbour)
@@ -273,6 +270,14 @@ class ResponseCache:
                     "semantic-hit", key=key, events=entry.events, similarity=neighbour.similarity,
                     model=entry.model, created=entry.created))
         return self._result("semantic", CacheLookup("miss", key=key, reason=veto and f"vetoed:{veto}"))
+
+    async def _verdict(self, text: str, neighbour: Neighbour) -> str | None:
+        """The verifier's veto reason, or None for a hit; a model that runs a transformer runs in a thread."""
+        args = (text, neighbour.prompt, neighbour.similarity, self.config.verifier_min_probability,
+                self.config.verifier_model)
+        if verifier.needs_model_call(self.config.verifier_model):
+            return await asyncio.to_thread(verifier.verdict, *args)
+        return verifier.verdict(*args)
 
     @fail_open(_nothing)
     async def nearest(

@@ -16,7 +16,9 @@ candidate, no model call.
 Two models (`cache.verifier_model`): "lexical", the logistic regression above, and "aligned", which adds
 word-alignment scores (gateway/cache/alignment.py: is every content word of one prompt matched by a
 word of the other?) and a small MLP (gateway/cache/verifier_mlp.py), to see one-word swaps the lexical
-features miss. bench/cache/RESULTS.md compares them.
+features miss. A third, "contextual", adds the same alignment over MiniLM's contextual token outputs
+(gateway/cache/contextual.py: BERTScore-style, function words included), which costs a few ms of model
+per prompt instead of µs. bench/cache/RESULTS.md compares them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import astuple
 from gateway.cache import guards, verifier_mlp
 from gateway.cache.alignment import shared_aligner
 from gateway.cache.config import VerifierModel
+from gateway.cache.contextual import shared_contextual_aligner
 
 HARD_GUARDS: tuple[Callable[[str, str], str | None], ...] = (
     guards.number_mismatch, guards.negation_mismatch, guards.antonym_mismatch, guards.direction_mismatch,
@@ -35,6 +38,10 @@ HARD_GUARDS: tuple[Callable[[str, str], str | None], ...] = (
 
 FEATURES = ("cosine", "entity", "substitution", "intent", "overlap", "changed", "length", "added_only")
 ALIGNED_FEATURES = (*FEATURES, "align_worst", "align_mean", "unmatched", "unmatched_weight")
+CONTEXTUAL_FEATURES = (*ALIGNED_FEATURES, "context_worst", "context_mean", "context_unmatched",
+                       "context_unmatched_weight", "context_weighted_mean")
+MLP_MODELS: tuple[VerifierModel, ...] = ("aligned", "contextual")
+"""The models that are a bagged MLP (verifier_mlp.py), each with its own weights file."""
 MIN_PROBABILITY = 0.80
 """The lexical model's, by the rule "lowest with cross-validated false hits <= 1% on pairs.jsonl" on a 0.05
 grid (on a 0.01 grid it would be 0.77; kept as measured on the holdouts)."""
@@ -71,7 +78,18 @@ def features(query: str, cached: str, similarity: float,
 def aligned_features(query: str, cached: str, similarity: float,
                      signals: tuple[str | None, ...] | None = None) -> tuple[float, ...]:
     """The aligned model's inputs, in ALIGNED_FEATURES order."""
-    return (*features(query, cached, similarity, signals), *astuple(shared_aligner().align(query, cached)))
+    return (*features(query, cached, similarity, signals), *shared_aligner().align(query, cached).scores())
+
+
+def contextual_features(query: str, cached: str, similarity: float,
+                        signals: tuple[str | None, ...] | None = None) -> tuple[float, ...]:
+    """The contextual model's inputs, in CONTEXTUAL_FEATURES order."""
+    return (*aligned_features(query, cached, similarity, signals),
+            *astuple(shared_contextual_aligner().align(query, cached)))
+
+
+FEATURIZERS: dict[VerifierModel, Callable[..., tuple[float, ...]]] = {
+    "lexical": features, "aligned": aligned_features, "contextual": contextual_features}
 
 
 def probability(features: tuple[float, ...]) -> float:
@@ -85,19 +103,27 @@ def model_probability(query: str, cached: str, similarity: float, model: Verifie
     """P(paraphrase) by the chosen model (no hard guards applied)."""
     if model == "lexical":
         return probability(features(query, cached, similarity, signals))
-    return verifier_mlp.load().probability(aligned_features(query, cached, similarity, signals))
+    return verifier_mlp.load(model).probability(FEATURIZERS[model](query, cached, similarity, signals))
 
 
 def default_min_probability(model: VerifierModel) -> float:
     """The probability a hit needs, as chosen for `model` on the tuning set."""
-    return MIN_PROBABILITY if model == "lexical" else verifier_mlp.load().min_probability
+    return MIN_PROBABILITY if model == "lexical" else verifier_mlp.load(model).min_probability
 
 
 def warm(model: VerifierModel) -> None:
-    """Load what the model needs (the aligned one reads a 47 MB table) before the first lookup does."""
-    if model == "aligned":
-        verifier_mlp.load()
+    """Load what the model needs (a 47 MB table; the contextual one also MiniLM's first layers) before the
+    first lookup does."""
+    if model in MLP_MODELS:
+        verifier_mlp.load(model)
         shared_aligner()
+    if model == "contextual":
+        shared_contextual_aligner()
+
+
+def needs_model_call(model: VerifierModel) -> bool:
+    """Whether a verdict may run a transformer (milliseconds: keep it off the event loop)."""
+    return model == "contextual"
 
 
 def verdict(query: str, cached: str, similarity: float, min_probability: float | None = None,

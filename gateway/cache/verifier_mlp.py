@@ -3,9 +3,9 @@
 Why not the logistic regression: with word-alignment features the evidence interacts (high word overlap
 means "paraphrase" when every word is matched, "contrast" when one is not), which a linear model cannot
 express. Why an ensemble of a few nets: a 16-unit net fitted on ~500 pairs depends on its random start;
-averaging a few removes most of that. Weights come from `bench.cache.train_verifier --model aligned`,
-which writes them to verifier_mlp.json together with the probability a hit needs (chosen there by
-cross-validation on bench/cache/pairs.jsonl).
+averaging a few removes most of that. Weights come from `bench.cache.train_verifier --model aligned` (or
+`contextual`), which writes them to verifier_mlp.json (verifier_contextual.json) together with the
+probability a hit needs (chosen there by cross-validation on bench/cache/pairs.jsonl).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-WEIGHTS_FILE = Path(__file__).with_name("verifier_mlp.json")
+WEIGHTS_FILES = {"aligned": Path(__file__).with_name("verifier_mlp.json"),
+                 "contextual": Path(__file__).with_name("verifier_contextual.json")}
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ _ARRAYS = ("mean", "scale", "hidden_weights", "hidden_bias", "output_weights", "
 
 
 @functools.cache
-def load(path: Path = WEIGHTS_FILE) -> BaggedMlp:
-    stored = json.loads(path.read_text())
+def load(model: str = "aligned") -> BaggedMlp:
+    """The fitted weights of `model` (a key of WEIGHTS_FILES)."""
+    stored = json.loads(WEIGHTS_FILES[model].read_text())
     return BaggedMlp(features=tuple(stored["features"]), min_probability=float(stored["min_probability"]),
                      **{name: np.asarray(stored[name], dtype=np.float64) for name in _ARRAYS})
