@@ -279,3 +279,14 @@ async def test_single_flight_publishes_to_all_followers() -> None:
         await asyncio.sleep(0)
         leader.publish(result)
     assert await asyncio.gather(*followers) == [result] * 3
+
+
+def test_contextual_alignment_does_not_count_a_reworded_function_word() -> None:
+    """Function words are aligned but are not "unmatched words": "can"/"do" is not a one-word swap."""
+    aligner = contextual.shared_contextual_aligner()
+    reworded = aligner.align("How can I convert a PDF to plain text on Linux?",
+                             "How do I convert a PDF to plain text on Linux?")
+    swapped = aligner.align("How do I convert a PDF to plain text on Windows?",
+                            "How do I convert a PDF to plain text on Linux?")
+    assert reworded.unmatched == 0 and reworded.worst > contextual.MATCHED
+    assert swapped.unmatched >= 1 and swapped.worst < reworded.worst

@@ -12,7 +12,14 @@ cross-validated false-hit rate on the labelled contrasts is <= 1%. Then the mode
 - contextual: aligned + the alignment over MiniLM's contextual token outputs (gateway/cache/contextual.py),
   the same kind of MLP; writes gateway/cache/verifier_contextual.json.
 
+With --reword, every a-side of pairs.jsonl that starts with one of REWORDINGS' prefixes is also added as a
+paraphrase of itself with the other prefix ("How do I X?" / "How can I X?"): the labelled paraphrases are
+real rewordings and the contrasts mostly one-word edits, so without these a model can learn "all words
+match but one -> contrast" and count an auxiliary as that word. They are training rows only: the printed
+hit rates are over the labelled paraphrases; their own CV hit rate is printed apart.
+
     .venv/bin/python -m bench.cache.train_verifier [--model lexical|aligned|contextual] [--floor 0.60] [--C 1.0]
+        [--reword]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 
+from bench.cache.reword_check import reworded
 from bench.cache.semantic_bench import PAIRS, embed_all, load_pairs
 from gateway.cache import verifier, verifier_mlp
 
@@ -36,6 +44,10 @@ MLP_MEMBERS, MLP_HIDDEN, MLP_ALPHA = 4, 16, 1.0
 contextual model's by the same (hidden 8/16/32 x alpha 0.3/1/3; 1 vs 4 members)."""
 MIN_P_GRID = np.arange(0.30, 0.96, 0.01).round(2)
 """Candidates for min P (0.50-0.95 until 2026-11-30; widened when the contextual model's reached 0.50)."""
+
+REWORDINGS = (("How do I ", "How can I "), ("How can I ", "How do I "), ("What is ", "What's "),
+              ("What's ", "What is "), ("Can you ", "Could you "), ("Could you ", "Can you "))
+"""The --reword rule: (prefix, replacement), applied to pairs.jsonl's a-sides only."""
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 MLP_FEATURES = {"aligned": verifier.ALIGNED_FEATURES, "contextual": verifier.CONTEXTUAL_FEATURES}
@@ -99,10 +111,14 @@ def main() -> None:
     parser.add_argument("--floor", type=float, default=0.60, help="cosine below which no candidate is verified")
     parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength (lexical)")
     parser.add_argument("--shuffles", type=int, default=5, help="repeats of the 5-fold cross-validation")
+    parser.add_argument("--reword", action="store_true", help="add function-word rewordings as paraphrases")
     args = parser.parse_args()
     pairs = load_pairs(PAIRS)
-    vectors = embed_all([text for p in pairs for text in (p["a"], p["b"])])
-    pairs += distractor_pairs(pairs, vectors, args.floor)
+    sides = [p["a"] for p in pairs]
+    extra = [{"label": "paraphrase", "kind": "reworded", "a": a, "b": b}
+             for old, new in (REWORDINGS if args.reword else ()) for a, b in reworded(sides, old, new)]
+    vectors = embed_all([text for p in pairs + extra for text in (p["a"], p["b"])])
+    pairs += distractor_pairs(pairs, vectors, args.floor) + extra
     similarity = np.array([float(vectors[p["a"]] @ vectors[p["b"]]) for p in pairs])
     paraphrase = np.array([p["label"] == "paraphrase" for p in pairs])
     hard = np.array([any(guard(p["b"], p["a"]) for guard in verifier.HARD_GUARDS) for p in pairs])
@@ -118,16 +134,20 @@ def main() -> None:
             predicted[candidates[test]] += predict(x[candidates[test]]) / args.shuffles
     distractor = np.array([p["kind"] == "distractor" for p in pairs])
     contrast = ~paraphrase & ~distractor
+    added = np.array([p["kind"] == "reworded" for p in pairs])
+    paraphrase_labelled = paraphrase & ~added
     min_probability = min(p for p in MIN_P_GRID
                           if (predicted >= p)[contrast].mean() <= MAX_FALSE_HIT)
     print(f"{args.model}: {len(candidates)} candidates (cosine >= {args.floor}, no hard veto) of {len(pairs)} pairs "
-          f"(with {distractor.sum()} distractor contrasts)")
+          f"(with {distractor.sum()} distractor contrasts, {added.sum()} added rewordings)")
     print("| min P(paraphrase) | paraphrase hit (CV) | false hit (CV, labelled contrasts) | distractors accepted |")
     print("|---|---|---|---|")
     for p in sorted({*PROBABILITIES, min_probability}):
         hit = predicted >= p
-        print(f"| {p} | {hit[paraphrase].mean():.1%} | {hit[contrast].mean():.1%} "
+        print(f"| {p} | {hit[paraphrase_labelled].mean():.1%} | {hit[contrast].mean():.1%} "
               f"| {hit[distractor].sum()} of {distractor.sum()} |")
+        if added.any():
+            print(f"|   added rewordings accepted (CV) | {hit[added].mean():.1%} | | |")
     print(f"\nmin P by the rule (lowest with CV false hit <= {MAX_FALSE_HIT:.0%}): {min_probability}")
 
     if args.model in verifier.MLP_MODELS:

@@ -44,30 +44,34 @@ class Alignment:
 
 @dataclass(frozen=True)
 class Words:
-    """The words of one prompt: L2-normalised vectors (n, dim), and each word's SIF weight (its rarest piece)."""
+    """The words of one prompt: L2-normalised vectors (n, dim), each word's SIF weight (its rarest piece),
+    and whether it is a content word (not in guards.FUNCTION_WORDS)."""
 
     vectors: np.ndarray
     weights: np.ndarray
+    content: np.ndarray
 
     @classmethod
     def empty(cls, dim: int) -> Words:
-        return cls(np.zeros((0, dim), np.float32), np.zeros(0, np.float32))
+        return cls(np.zeros((0, dim), np.float32), np.zeros(0, np.float32), np.zeros(0, bool))
 
     @classmethod
-    def pool(cls, piece_vectors: np.ndarray, piece_weights: np.ndarray, starts: list[int]) -> Words:
+    def pool(cls, piece_vectors: np.ndarray, piece_weights: np.ndarray, starts: list[int],
+             content: list[bool]) -> Words:
         """Each word the mean of its (contiguous) pieces: one reduceat for the whole prompt."""
         vectors = np.add.reduceat(piece_vectors, starts, axis=0)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return cls(vectors, np.maximum.reduceat(piece_weights, starts))
+        return cls(vectors, np.maximum.reduceat(piece_weights, starts), np.asarray(content, bool))
 
 
 def word_pieces(text: str, word_ids: list[int | None], offsets: list[tuple[int, int]],
-                content_only: bool = True) -> tuple[list[int], list[int]]:
-    """Positions (into the encoding) of the pieces of each kept word, and where each word starts in that
-    list. Kept: alphabetic words; with `content_only`, not function words either. Numbers are never kept
-    (the hard guards own those)."""
+                content_only: bool = True) -> tuple[list[int], list[int], list[bool]]:
+    """Positions (into the encoding) of the pieces of each kept word, where each word starts in that
+    list, and whether it is a content word. Kept: alphabetic words; with `content_only`, not function
+    words either. Numbers are never kept (the hard guards own those)."""
     positions: list[int] = []
     starts: list[int] = []
+    content: list[bool] = []
     for index, word in enumerate(word_ids):
         if word is None or (index > 0 and word_ids[index - 1] == word):
             continue
@@ -75,26 +79,34 @@ def word_pieces(text: str, word_ids: list[int | None], offsets: list[tuple[int, 
         while end < len(word_ids) and word_ids[end] == word:
             end += 1
         token = text[offsets[index][0] : offsets[end - 1][1]].lower()
-        if token.isalpha() and not (content_only and token in guards.FUNCTION_WORDS):
+        function_word = token in guards.FUNCTION_WORDS
+        if token.isalpha() and not (content_only and function_word):
             starts.append(len(positions))
             positions.extend(range(index, end))
-    return positions, starts
+            content.append(not function_word)
+    return positions, starts, content
 
 
 def align_words(a: Words, b: Words, matched: float) -> Alignment:
-    """Match each word of either side to its most similar word of the other (cosine)."""
+    """Match each word of either side to its most similar word of the other (cosine). Every word takes
+    part in the matching and the means; only content words count for `worst` and the unmatched scores,
+    so that a reworded function word ("How can I" / "How do I") is not a mismatch. (The static aligner
+    keeps only content words, so there all of them count.)"""
     if len(a.weights) == 0 or len(b.weights) == 0:
         same = float(len(a.weights) == len(b.weights))  # both empty: nothing differs
-        return Alignment(same, same, float(len(a.weights) + len(b.weights)),
-                         float(a.weights.sum() + b.weights.sum()), same)
+        counted = np.concatenate([a.content, b.content])
+        return Alignment(same, same, float(counted.sum()),
+                         float(np.concatenate([a.weights, b.weights])[counted].sum()), same)
     similarity = a.vectors @ b.vectors.T
     best_a, best_b = similarity.max(axis=1), similarity.max(axis=0)
     best = np.concatenate([best_a, best_b])
     weights = np.concatenate([a.weights, b.weights])
-    unmatched = best < matched
+    counted = np.concatenate([a.content, b.content])
+    unmatched = (best < matched) & counted
     weighted = min(float(best_a @ a.weights) / max(float(a.weights.sum()), 1e-12),
                    float(best_b @ b.weights) / max(float(b.weights.sum()), 1e-12))
-    return Alignment(float(best.min()), float(best.mean()), float(unmatched.sum()),
+    worst = float(best[counted].min()) if counted.any() else 1.0
+    return Alignment(worst, float(best.mean()), float(unmatched.sum()),
                      float(weights[unmatched].sum()), weighted)
 
 
@@ -118,11 +130,11 @@ class Aligner:
     def _words(self, text: str) -> Words:
         """Content words (not function words, not numbers), each the mean of its word-pieces' input vectors."""
         encoding = self._tokenizer.encode(text, add_special_tokens=False)
-        positions, starts = word_pieces(text, encoding.word_ids, encoding.offsets)
+        positions, starts, content = word_pieces(text, encoding.word_ids, encoding.offsets)
         if not starts:
             return Words.empty(self._table.shape[1])
         pieces = np.asarray(encoding.ids)[positions]
-        return Words.pool(self._table[pieces], self._sif[pieces], starts)
+        return Words.pool(self._table[pieces], self._sif[pieces], starts, content)
 
     def align(self, query: str, cached: str) -> Alignment:
         return align_words(self.words(query), self.words(cached), MATCHED)

@@ -46,8 +46,8 @@ class CacheConfig(BaseModel):
     verifier_model: VerifierModel = Field(
         "aligned", description="lexical: logistic regression on word-overlap features; aligned: adds word "
         "alignment in MiniLM's input embeddings, bagged MLP; contextual: adds word alignment over MiniLM's "
-        "token outputs (2 layers, a few ms per prompt; more hits on the labelled sets, but it rejects 'How can I "
-        "X?' for 'How do I X?', so not the default) (gateway/cache/verifier.py, bench/cache/RESULTS.md)")
+        "token outputs (2 layers, a few ms per prompt; more paraphrase hits on every holdout, but more false "
+        "hits on four of five, so not the default) (gateway/cache/verifier.py, bench/cache/RESULTS.md)")
     verifier_min_probability: float | None = Field(
         None, ge=0.0, le=1.0, description="P(paraphrase) a candidate needs; None: the model's own, the lowest "
         "whose cross-validated false-hit rate on bench/cache/pairs.jsonl is <= 1% (bench/cache/RESULTS.md)")

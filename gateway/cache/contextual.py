@@ -12,9 +12,11 @@ Cost: one forward of the truncated model per prompt (a few ms on a CPU core for 
 per text; verified candidates are re-encoded, the query once per lookup. LAYERS and MATCHED were chosen
 by cross-validation on bench/cache/pairs.jsonl (bench/cache/RESULTS.md).
 
-Known weakness, why "contextual" is not the default verifier: its MLP learned "all words match but one
--> contrast", and with function words aligned "How can I X?" / "How do I X?" is such a pair (rejected in
-494 of 495 such rewordings; bench/cache/RESULTS.md).
+Function words are matched and counted in the means, but not in the worst match nor the unmatched
+scores (alignment.align_words), and the MLP is fitted with function-word rewordings of the tuning set's
+prompts as extra paraphrases (bench/cache/train_verifier.py --reword): the first fit, without either,
+learned "all words match but one -> contrast" and rejected "How can I X?" for "How do I X?" in 494 of
+495 such pairs (bench/cache/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class ContextualAligner:
     def _words(self, text: str) -> Words:
         """Every alphabetic word, each the mean of its word-pieces' token outputs."""
         encoding = self._tokenizer.encode(text)  # with [CLS] and [SEP], as the encoder sees it
-        positions, starts = word_pieces(text, encoding.word_ids, encoding.offsets, content_only=False)
+        positions, starts, content = word_pieces(text, encoding.word_ids, encoding.offsets, content_only=False)
         if not starts:
             return Words.empty(self.dim)
         torch = self._torch
@@ -68,7 +70,7 @@ class ContextualAligner:
             hidden = self._model(input_ids=ids, attention_mask=torch.ones_like(ids),
                                  token_type_ids=torch.zeros_like(ids)).last_hidden_state[0].numpy()
         pieces = np.asarray(encoding.ids)[positions]
-        return Words.pool(hidden[positions], self._sif[pieces], starts)
+        return Words.pool(hidden[positions], self._sif[pieces], starts, content)
 
     def align(self, query: str, cached: str) -> Alignment:
         return align_words(self.words(query), self.words(cached), MATCHED)
