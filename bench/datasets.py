@@ -34,10 +34,14 @@ def mtbench_questions() -> list[str]:
     return [json.loads(line)["turns"][0] for line in lines if line.strip()]
 
 
+def sharegpt_conversations() -> list[dict]:
+    """Every complete ShareGPT V3 conversation in the packaged file."""
+    return _complete_items(wheel_member(*SHAREGPT).decode())
+
+
 def sharegpt_prompts(count: int, seed: int = 0, max_chars: int = 2000) -> list[str]:
     """First human turns of a seeded sample of ShareGPT conversations."""
-    conversations = _complete_items(wheel_member(*SHAREGPT).decode())
-    firsts = [c["conversations"][0]["value"] for c in conversations
+    firsts = [c["conversations"][0]["value"] for c in sharegpt_conversations()
               if c.get("conversations") and c["conversations"][0].get("from") == "human"]
     firsts = [text for text in firsts if 16 <= len(text) <= max_chars]
     return random.Random(seed).sample(firsts, count)

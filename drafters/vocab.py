@@ -46,4 +46,4 @@ def restrict_head(model: torch.nn.Module, keep: torch.Tensor) -> None:
         restricted.weight.copy_(head.weight[keep])
         if head.bias is not None:
             restricted.bias.copy_(head.bias[keep])
-    model.lm_head = restricted
+    model.set_output_embeddings(restricted)

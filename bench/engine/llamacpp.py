@@ -15,26 +15,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from bench.common import markdown_table
+from bench.common import Timing, markdown_table
 from bench.engine.prompts import PROMPTS
 
 MODELS = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
 FILE_TYPES = {"0": "F32", "1": "F16", "2": "Q4_0", "3": "Q4_1", "7": "Q8_0", "15": "Q4_K_M", "17": "Q5_K_M",
               "18": "Q6_K"}  # llama_ftype values of the GGUF's general.file_type
-
-
-@dataclass
-class Run:
-    tokens: int
-    ttft_s: float
-    total_s: float
 
 
 def chat_ids(llm: Llama, prompt: str) -> list[int]:
@@ -46,7 +38,7 @@ def chat_ids(llm: Llama, prompt: str) -> list[int]:
     return llm.tokenize(text.encode(), add_bos=False, special=True)
 
 
-def timed_generate(llm: Llama, ids: list[int], tokens: int) -> Run:
+def timed_generate(llm: Llama, ids: list[int], tokens: int) -> Timing:
     """Greedy, exactly `tokens` new tokens (generate() never stops on EOS itself), no prefix-cache reuse."""
     llm.reset()  # generate() would otherwise reuse the KV cache of a shared prompt prefix (the system prompt)
     start = time.perf_counter()
@@ -58,7 +50,7 @@ def timed_generate(llm: Llama, ids: list[int], tokens: int) -> Run:
             first = time.perf_counter() - start
         if count == tokens:
             break
-    return Run(count, first or 0.0, time.perf_counter() - start)
+    return Timing(count, first or 0.0, time.perf_counter() - start)
 
 
 def bench_model(gguf: Path, threads: int, tokens: int, requests: int) -> list[object]:

@@ -15,7 +15,7 @@ import random
 import numpy as np
 from transformers import AutoTokenizer
 
-from bench.datasets import SHAREGPT, _complete_items, sharegpt_prompts, wheel_member
+from bench.datasets import sharegpt_conversations, sharegpt_prompts
 from drafters.vocab import RANKS_DIR, vocabulary_hash
 from engine.store import resolve
 
@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(resolve(args.model))
     measured = set(sharegpt_prompts(16, max_chars=600))  # bench/spec's ShareGPT prompts stay unseen
-    conversations = _complete_items(wheel_member(*SHAREGPT).decode())
+    conversations = sharegpt_conversations()
     counts: collections.Counter[int] = collections.Counter()
     for conversation in random.Random(args.seed).sample(conversations, args.conversations):
         turns = [turn.get("value", "") for turn in conversation.get("conversations", [])]
