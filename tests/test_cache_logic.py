@@ -290,3 +290,43 @@ def test_contextual_alignment_does_not_count_a_reworded_function_word() -> None:
                             "How do I convert a PDF to plain text on Linux?")
     assert reworded.unmatched == 0 and reworded.worst > contextual.MATCHED
     assert swapped.unmatched >= 1 and swapped.worst < reworded.worst
+
+
+@pytest.mark.parametrize("query, cached", [
+    ("How do I unhide a column in Google Sheets?", "How do I hide a column in Google Sheets?"),
+    ("How do I make a Python object immutable?", "How do I make a Python object mutable?"),
+    ("How do I deactivate my account?", "How do I activate my account?"),
+    ("How do I zoom out on a PDF?", "How do I zoom in on a PDF?"),
+    ("How do I log out of Slack?", "How do I log in to Slack?"),
+    ("How do I lower the pH of my pool?", "How do I raise the pH of my pool?"),
+])
+def test_opposite_prefixes_particles_and_verbs_are_hard_vetoes(query: str, cached: str) -> None:
+    reason = verifier.verdict(query, cached, 0.97, model="aligned")
+    assert reason is not None and reason.startswith("opposite")
+
+
+@pytest.mark.parametrize("query, cached", [
+    ("How do I fill out a tax form?", "How do I fill in a tax form?"),  # the same particle verb
+    ("How do I debug my Python code?", "How do I find a bug in my Python code?"),  # not de- + bug
+    ("What is the best way to deduplicate a list?", "How do I remove duplicates from a list?"),
+    ("How do I zoom in on a PDF?", "How can I zoom in on a PDF?"),
+])
+def test_opposite_guards_leave_lookalikes_alone(query: str, cached: str) -> None:
+    assert guards.prefix_mismatch(query, cached) is None and guards.particle_mismatch(query, cached) is None
+
+
+def test_one_sided_scores_tell_an_added_word_from_a_swapped_one() -> None:
+    """An added qualifier leaves words unmatched on one side only, a swap on both."""
+    aligner = contextual.shared_contextual_aligner()
+    added = aligner.one_sided("How do I repot a large cactus?", "How do I repot a cactus?")
+    swapped = aligner.one_sided("How do I cook rice in a microwave?", "How do I cook rice on the stove?")
+    reworded = aligner.one_sided("How can I repot a cactus?", "How do I repot a cactus?")
+    assert added[2] >= 1 and added[3] == 0
+    assert swapped[3] >= 1
+    assert reworded == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_contextual_verifier_rejects_an_added_qualifier() -> None:
+    reason = verifier.verdict("How do I paint kitchen cabinets for a school project?",
+                              "How do I paint kitchen cabinets?", 0.9, model="contextual")
+    assert reason is not None

@@ -18,8 +18,13 @@ real rewordings and the contrasts mostly one-word edits, so without these a mode
 match but one -> contrast" and count an auxiliary as that word. They are training rows only: the printed
 hit rates are over the labelled paraphrases; their own CV hit rate is printed apart.
 
+With --qualify, every paraphrase a-side of pairs.jsonl is also added as a contrast against itself with one
+of QUALIFIERS appended ("How do I repot a cactus?" / "How do I repot a cactus for beginners?"): the
+labelled set has 23 qualifier contrasts, too few for the model to learn that a content phrase on one side
+only changes the question. Training rows only, like --reword; the min P rule counts labelled contrasts.
+
     .venv/bin/python -m bench.cache.train_verifier [--model lexical|aligned|contextual] [--floor 0.60] [--C 1.0]
-        [--reword]
+        [--reword] [--qualify]
 """
 
 from __future__ import annotations
@@ -48,6 +53,12 @@ MIN_P_GRID = np.arange(0.30, 0.96, 0.01).round(2)
 REWORDINGS = (("How do I ", "How can I "), ("How can I ", "How do I "), ("What is ", "What's "),
               ("What's ", "What is "), ("Can you ", "Could you "), ("Could you ", "Can you "))
 """The --reword rule: (prefix, replacement), applied to pairs.jsonl's a-sides only."""
+QUALIFIERS = ("for beginners", "for kids", "on a budget", "in winter", "for a small apartment", "as a student",
+              "at night", "for a large group", "in the rain", "for the first time", "after surgery",
+              "with a toddler", "for a job interview", "in a small kitchen", "by hand", "during pregnancy",
+              "for older adults", "in an old house", "for a wedding", "while traveling", "for sensitive skin",
+              "in hot weather", "for a long trip", "in a shared office", "for a school project")
+"""The --qualify rule: the i-th paraphrase a-side gets QUALIFIERS[i % len], before its final punctuation."""
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 MLP_FEATURES = {"aligned": verifier.ALIGNED_FEATURES, "contextual": verifier.CONTEXTUAL_FEATURES}
@@ -87,6 +98,13 @@ def fit_model(model: verifier.VerifierModel, x: np.ndarray, y: np.ndarray, c: fl
     return lambda rows: np.array([mlp.probability(tuple(row)) for row in rows])
 
 
+def qualified(text: str, index: int) -> str:
+    """`text` with the index-th qualifier appended before its closing punctuation."""
+    body = text.rstrip()
+    end = body[-1] if body[-1] in "?.!" else ""
+    return f"{body[:len(body) - len(end)]} {QUALIFIERS[index % len(QUALIFIERS)]}{end}"
+
+
 def distractor_pairs(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray],
                      floor: float) -> list[dict[str, str]]:
     """Contrasts as a real cache meets them: each b-side against the other pairs' a-sides above the
@@ -112,11 +130,15 @@ def main() -> None:
     parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength (lexical)")
     parser.add_argument("--shuffles", type=int, default=5, help="repeats of the 5-fold cross-validation")
     parser.add_argument("--reword", action="store_true", help="add function-word rewordings as paraphrases")
+    parser.add_argument("--qualify", action="store_true", help="add qualifier additions as contrasts")
     args = parser.parse_args()
     pairs = load_pairs(PAIRS)
     sides = [p["a"] for p in pairs]
     extra = [{"label": "paraphrase", "kind": "reworded", "a": a, "b": b}
              for old, new in (REWORDINGS if args.reword else ()) for a, b in reworded(sides, old, new)]
+    labelled = [p["a"] for p in pairs if p["label"] == "paraphrase"]
+    extra += [{"label": "contrast", "kind": "qualified", "a": a, "b": qualified(a, i)}
+              for i, a in enumerate(labelled if args.qualify else ())]
     vectors = embed_all([text for p in pairs + extra for text in (p["a"], p["b"])])
     pairs += distractor_pairs(pairs, vectors, args.floor) + extra
     similarity = np.array([float(vectors[p["a"]] @ vectors[p["b"]]) for p in pairs])
@@ -133,13 +155,15 @@ def main() -> None:
             predict = fit_model(args.model, x[candidates[train]], paraphrase[candidates[train]], args.C, seed)
             predicted[candidates[test]] += predict(x[candidates[test]]) / args.shuffles
     distractor = np.array([p["kind"] == "distractor" for p in pairs])
-    contrast = ~paraphrase & ~distractor
+    qualifier = np.array([p["kind"] == "qualified" for p in pairs])
+    contrast = ~paraphrase & ~distractor & ~qualifier
     added = np.array([p["kind"] == "reworded" for p in pairs])
     paraphrase_labelled = paraphrase & ~added
     min_probability = min(p for p in MIN_P_GRID
                           if (predicted >= p)[contrast].mean() <= MAX_FALSE_HIT)
     print(f"{args.model}: {len(candidates)} candidates (cosine >= {args.floor}, no hard veto) of {len(pairs)} pairs "
-          f"(with {distractor.sum()} distractor contrasts, {added.sum()} added rewordings)")
+          f"(with {distractor.sum()} distractor contrasts, {added.sum()} added rewordings, "
+          f"{qualifier.sum()} added qualifiers)")
     print("| min P(paraphrase) | paraphrase hit (CV) | false hit (CV, labelled contrasts) | distractors accepted |")
     print("|---|---|---|---|")
     for p in sorted({*PROBABILITIES, min_probability}):
@@ -148,6 +172,8 @@ def main() -> None:
               f"| {hit[distractor].sum()} of {distractor.sum()} |")
         if added.any():
             print(f"|   added rewordings accepted (CV) | {hit[added].mean():.1%} | | |")
+        if qualifier.any():
+            print(f"|   added qualifiers accepted (CV) | | {hit[qualifier].mean():.1%} | |")
     print(f"\nmin P by the rule (lowest with CV false hit <= {MAX_FALSE_HIT:.0%}): {min_probability}")
 
     if args.model in verifier.MLP_MODELS:

@@ -110,6 +110,21 @@ def align_words(a: Words, b: Words, matched: float) -> Alignment:
                      float(weights[unmatched].sum()), weighted)
 
 
+def one_sided(a: Words, b: Words, matched: float) -> tuple[float, float, float, float]:
+    """Content words below `matched`, per side: the larger and the smaller side's SIF weight, then the
+    larger and the smaller side's count. An added qualifier ("repot a *large* cactus") leaves words
+    unmatched on one side only; a one-word swap ("stove"/"microwave") on both; the two-sided sums of
+    `align_words` cannot tell these apart."""
+    if len(a.weights) == 0 or len(b.weights) == 0:
+        return 0.0, 0.0, 0.0, 0.0
+    similarity = a.vectors @ b.vectors.T
+    unmatched_a = (similarity.max(axis=1) < matched) & a.content
+    unmatched_b = (similarity.max(axis=0) < matched) & b.content
+    weights = sorted((float(a.weights[unmatched_a].sum()), float(b.weights[unmatched_b].sum())))
+    counts = sorted((float(unmatched_a.sum()), float(unmatched_b.sum())))
+    return weights[1], weights[0], counts[1], counts[0]
+
+
 class Aligner:
     """Embeds a prompt's content words with MiniLM's input table and aligns two prompts."""
 

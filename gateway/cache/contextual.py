@@ -17,6 +17,11 @@ scores (alignment.align_words), and the MLP is fitted with function-word rewordi
 prompts as extra paraphrases (bench/cache/train_verifier.py --reword): the first fit, without either,
 learned "all words match but one -> contrast" and rejected "How can I X?" for "How do I X?" in 494 of
 495 such pairs (bench/cache/RESULTS.md).
+
+An added qualifier ("repot a *large* cactus") was the commonest false hit left: the 0.5 match finds the
+added word a partner and the two-sided sums hide which side it is on. `one_sided` counts, per side, the
+words below STRICT; the MLP is fitted with qualifier additions of the tuning set as extra contrasts
+(train_verifier.py --qualify).
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.cache.alignment import Alignment, Words, align_words, word_pieces
+from gateway.cache.alignment import Alignment, Words, align_words, one_sided, word_pieces
 
 LAYERS = 2
 """Transformer layers run (of MiniLM's 6); the alignment uses the last one's token outputs."""
 MATCHED = 0.5
 """Cosine between token outputs above which two words count as matched."""
+STRICT = 0.7
+"""A stricter match for the one-sided scores (alignment.one_sided): at 0.5 an added "large" or "iced"
+still finds a partner in the other prompt; at 0.7 it is left over (chosen on bench/cache/pairs.jsonl
+among 0.5/0.6/0.7, RESULTS.md)."""
 MAX_TOKENS = 256  # the encoder's own window
 
 
@@ -74,6 +83,9 @@ class ContextualAligner:
 
     def align(self, query: str, cached: str) -> Alignment:
         return align_words(self.words(query), self.words(cached), MATCHED)
+
+    def one_sided(self, query: str, cached: str) -> tuple[float, float, float, float]:
+        return one_sided(self.words(query), self.words(cached), STRICT)
 
 
 @functools.cache

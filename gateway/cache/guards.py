@@ -70,6 +70,30 @@ ANTONYMS: tuple[tuple[str, str], ...] = (
     ("vertical", "horizontal"), ("horizontally", "vertically"), ("row", "column"), ("local", "remote"),
     ("internal", "external"), ("ipv4", "ipv6"), ("http", "https"), ("tcp", "udp"), ("get", "post"),
     ("frontend", "backend"), ("lend", "borrow"), ("teach", "learn"), ("give", "take"),
+    # 2026-11-30, night: common opposites beyond the coding ones (holdout 5 had five unlisted verb pairs)
+    ("raise", "lower"), ("lengthen", "shorten"), ("widen", "narrow"), ("brighten", "darken"),
+    ("thicken", "thin"), ("tighten", "loosen"), ("soften", "harden"), ("upgrade", "downgrade"),
+    ("indoor", "outdoor"), ("indoors", "outdoors"), ("inbound", "outbound"), ("grow", "shrink"),
+    ("expand", "shrink"), ("heat", "cool"), ("warm", "cool"), ("warmer", "cooler"), ("long", "short"),
+    ("longer", "shorter"), ("wide", "narrow"), ("thick", "thin"), ("bright", "dark"), ("light", "dark"),
+    ("loose", "tight"), ("full", "empty"), ("fill", "empty"), ("fast", "slow"), ("old", "new"),
+    ("young", "old"), ("big", "small"), ("large", "small"), ("high", "low"), ("higher", "lower"),
+    ("easy", "hard"), ("easier", "harder"), ("soft", "hard"), ("beginner", "advanced"), ("boy", "girl"),
+    ("men", "women"), ("man", "woman"), ("husband", "wife"), ("mother", "father"), ("son", "daughter"),
+    ("brother", "sister"), ("raw", "cooked"), ("fresh", "frozen"), ("clean", "dirty"), ("enter", "exit"),
+    ("entry", "exit"), ("login", "logout"), ("inhale", "exhale"), ("ascend", "descend"),
+    ("accelerate", "decelerate"), ("synonym", "antonym"), ("synonym", "opposite"), ("forward", "backward"),
+    ("forwards", "backwards"), ("dawn", "dusk"), ("offense", "defense"), ("offensive", "defensive"),
+    ("attack", "defend"), ("winner", "loser"), ("success", "failure"), ("pass", "fail"), ("sharp", "dull"),
+    ("rural", "urban"), ("domestic", "international"), ("domestic", "foreign"), ("manual", "automatic"),
+    ("online", "offline"), ("absolute", "relative"), ("static", "dynamic"), ("explicit", "implicit"),
+    ("inner", "outer"), ("major", "minor"), ("singular", "plural"), ("past", "future"), ("rent", "buy"),
+    ("debit", "credit"), ("deposit", "withdraw"), ("income", "expense"), ("asset", "liability"),
+    ("arrival", "departure"), ("arrivals", "departures"), ("sender", "receiver"),
+    ("parent", "child"), ("ancestor", "descendant"), ("predecessor", "successor"), ("previous", "next"),
+    ("odd", "even"), ("maximum", "minimum"), ("overweight", "underweight"), ("sweet", "savory"),
+    ("sweet", "sour"), ("quiet", "loud"), ("deep", "shallow"), ("heavier", "lighter"), ("increase", "reduce"),
+    ("increase", "lower"), ("strengthen", "weaken"), ("tall", "short"),
 )
 """Opposite words (compared after stemming): one in the new prompt and only its opposite in the
 cached one means the question was turned around."""
@@ -202,6 +226,48 @@ def antonym_mismatch(query: str, cached: str) -> str | None:
     return None
 
 
+OPPOSITE_PREFIXES = ("un", "dis", "de", "non", "im")
+"""X in one prompt and prefix+X only in the other is an opposite the ANTONYMS list need not spell out:
+hide/unhide, mute/unmute, activate/deactivate, mutable/immutable ("in" is left out: inside, install)."""
+NOT_OPPOSITES = frozenset({"debug", "deduplicate", "design", "display", "discover", "define", "detail", "deliver",
+                           "improve", "impact", "import", "impress", "deposit", "decline", "dispose", "impose"})
+"""Words that only look like prefix + word."""
+
+_NOT_OPPOSITE_STEMS = frozenset(stem(word) for word in NOT_OPPOSITES)
+
+PARTICLES = (("in", "out"),)
+"""The same verb with opposite particles: zoom in/zoom out, log in/log out, opt in/opt out (on/off and
+up/down are opposites anywhere)."""
+SAME_PARTICLE_VERBS = frozenset({"fill"})  # "fill in a form" = "fill out a form"
+_PARTICLE = re.compile(r"\b([A-Za-z]+)\s+(in|out)\b", re.IGNORECASE)
+
+
+def prefix_mismatch(query: str, cached: str) -> str | None:
+    """One side has a word, the other only that word with an opposite prefix ("block" / "unblock")."""
+    for source, other in ((_stems(query), _stems(cached)), (_stems(cached), _stems(query))):
+        for word in source - other - _NOT_OPPOSITE_STEMS:
+            for prefix in OPPOSITE_PREFIXES:
+                base = word[len(prefix):]
+                if word.startswith(prefix) and len(base) >= 3 and base in other and base not in source:
+                    return f"opposite:{base}/{word}"
+    return None
+
+
+def particle_mismatch(query: str, cached: str) -> str | None:
+    """"zoom in" in one prompt and "zoom out" in the other (the verb on both sides, each particle on one)."""
+    def phrases(text: str) -> set[tuple[str, str]]:
+        return {(stem(verb), particle.lower()) for verb, particle in _PARTICLE.findall(text)
+                if verb.lower() not in SAME_PARTICLE_VERBS}
+
+    query_phrases, cached_phrases = phrases(query), phrases(cached)
+    for a, b in PARTICLES:
+        for verb, particle in query_phrases - cached_phrases:
+            opposite = b if particle == a else a
+            if (verb, opposite) in cached_phrases - query_phrases:
+                return f"opposite:{verb} {particle}/{verb} {opposite}"
+    return None
+
+
 def entity_mismatch(query: str, cached: str) -> str | None:
     """Every name on either side must appear (case-insensitively) on the other."""
     for source, other in ((query, cached), (cached, query)):
@@ -265,8 +331,8 @@ def intent_mismatch(query: str, cached: str) -> str | None:
 
 
 GUARDS: tuple[Callable[[str, str], str | None], ...] = (
-    number_mismatch, negation_mismatch, antonym_mismatch, entity_mismatch, direction_mismatch,
-    intent_mismatch,
+    number_mismatch, negation_mismatch, antonym_mismatch, prefix_mismatch, particle_mismatch, entity_mismatch,
+    direction_mismatch, intent_mismatch,
 )
 
 SYNONYM_SIMILARITY = 0.93

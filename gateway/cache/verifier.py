@@ -16,9 +16,13 @@ candidate, no model call.
 Two models (`cache.verifier_model`): "lexical", the logistic regression above, and "aligned", which adds
 word-alignment scores (gateway/cache/alignment.py: is every content word of one prompt matched by a
 word of the other?) and a small MLP (gateway/cache/verifier_mlp.py), to see one-word swaps the lexical
-features miss. A third, "contextual", adds the same alignment over MiniLM's contextual token outputs
-(gateway/cache/contextual.py: BERTScore-style, function words included), which costs a few ms of model
-per prompt instead of µs. bench/cache/RESULTS.md compares them.
+features miss. A third, "contextual" (the default since 2026-11-30, night), adds the same alignment over
+MiniLM's contextual token outputs (gateway/cache/contextual.py: BERTScore-style, function words included)
+and, per side, the content words left unmatched at a stricter match (alignment.one_sided: a qualifier added
+on one side only); it costs a few ms of model per prompt instead of µs. bench/cache/RESULTS.md compares them.
+
+The hard guards include opposite prefixes (hide/unhide, root/non-root) and particles (zoom in/zoom out)
+besides the listed antonyms (guards.py).
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ from gateway.cache.contextual import shared_contextual_aligner
 
 HARD_GUARDS: tuple[Callable[[str, str], str | None], ...] = (
     guards.number_mismatch, guards.negation_mismatch, guards.antonym_mismatch, guards.direction_mismatch,
+    guards.prefix_mismatch, guards.particle_mismatch,
 )
 
 FEATURES = ("cosine", "entity", "substitution", "intent", "overlap", "changed", "length", "added_only")
 ALIGNED_FEATURES = (*FEATURES, "align_worst", "align_mean", "unmatched", "unmatched_weight")
 CONTEXTUAL_FEATURES = (*ALIGNED_FEATURES, "context_worst", "context_mean", "context_unmatched",
-                       "context_unmatched_weight", "context_weighted_mean")
+                       "context_unmatched_weight", "context_weighted_mean", "strict_more_weight",
+                       "strict_less_weight", "strict_more_count", "strict_less_count")
 MLP_MODELS: tuple[VerifierModel, ...] = ("aligned", "contextual")
 """The models that are a bagged MLP (verifier_mlp.py), each with its own weights file."""
 MIN_PROBABILITY = 0.80
@@ -84,8 +90,9 @@ def aligned_features(query: str, cached: str, similarity: float,
 def contextual_features(query: str, cached: str, similarity: float,
                         signals: tuple[str | None, ...] | None = None) -> tuple[float, ...]:
     """The contextual model's inputs, in CONTEXTUAL_FEATURES order."""
-    return (*aligned_features(query, cached, similarity, signals),
-            *astuple(shared_contextual_aligner().align(query, cached)))
+    aligner = shared_contextual_aligner()
+    return (*aligned_features(query, cached, similarity, signals), *astuple(aligner.align(query, cached)),
+            *aligner.one_sided(query, cached))
 
 
 FEATURIZERS: dict[VerifierModel, Callable[..., tuple[float, ...]]] = {
