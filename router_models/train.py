@@ -98,14 +98,20 @@ def fit_head(spec: HeadSpec, prompts: Sequence[str], embeddings: np.ndarray | No
                                  mean, std, expected_rows=len(prompts)))
     y = torch.tensor(targets(spec.label, weak, strong), dtype=torch.float32)
     torch.manual_seed(spec.seed)
-    layers = _fit_linear(x, y, spec.l2) if spec.hidden == 0 else _fit_mlp(x, y, spec)
+    layers = fit_linear(x, y, spec.l2) if spec.hidden == 0 else _fit_mlp(x, y, spec)
     return Head([w for w, _ in layers], [b for _, b in layers], LABELS[spec.label], uses_embedding,
                 feature_names, mean, std, meta={"spec": spec.__dict__, **(meta or {})})
 
 
-def _fit_linear(x, y, l2: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Full-batch L-BFGS on the mean logistic loss + l2·|W|²: deterministic and fast for n ~ 10^4."""
+def fit_linear(x, y, l2: float, sample_weight: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Full-batch L-BFGS on the mean logistic loss + l2·|W|²: deterministic and fast for n ~ 10^4.
+
+    `sample_weight` (one per row, rescaled to mean 1) reweights the loss, e.g. to even out group sizes.
+    """
     import torch
+
+    weight = None if sample_weight is None else torch.tensor(sample_weight / np.mean(sample_weight),
+                                                             dtype=torch.float32)[:, None]
 
     linear = torch.nn.Linear(x.shape[1], y.shape[1])
     torch.nn.init.zeros_(linear.weight)
@@ -116,7 +122,7 @@ def _fit_linear(x, y, l2: float) -> list[tuple[np.ndarray, np.ndarray]]:
 
     def closure():
         optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(linear(x), y)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(linear(x), y, weight=weight)
         loss = loss + l2 * linear.weight.square().sum()
         loss.backward()
         return loss
