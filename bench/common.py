@@ -23,6 +23,11 @@ class Timing:
     def tokens_per_s(self) -> float:
         return self.tokens / self.total_s
 
+    @property
+    def decode_s(self) -> float:
+        """Time after the first token: what speculation can change (prefill is the same either way)."""
+        return self.total_s - self.ttft_s
+
 
 async def timed_generate(engine: Engine, prompt: str | list[dict[str, str]], params: SamplingParams,
                          **options) -> Timing:

@@ -22,6 +22,7 @@ class Draft:
 
     tokens: list[int]
     probs: torch.Tensor | None = None
+    source: str = ""  # the drafter that proposed it: acceptance is tracked per source (drafters/adaptive.py)
 
 
 EMPTY = Draft(tokens=[])
@@ -32,15 +33,25 @@ class DraftContext(Protocol):
 
     id: int
     all_ids: list[int]
+    output_ids: list[int]
     reference_ids: list[int]
     params: SamplingParams
+
+    def draft_k(self, source: str, cost: float) -> int:
+        """How many tokens `source` should draft now: cost-aware k from this sequence's acceptance of its
+        earlier drafts (each source keeps its own, so a lookup that keeps hitting is not held back by a
+        draft model that keeps missing)."""
+        ...
 
 
 class Drafter(Protocol):
     name: str
     cost: float  # target decode steps per drafted token: 0 for a lookup (drafters/adaptive.py uses it)
 
-    def propose(self, seq: DraftContext, k: int, *, greedy: bool) -> Draft: ...
+    def propose(self, seq: DraftContext, k: int, *, greedy: bool) -> Draft:
+        """At most `k` tokens (the configured maximum, less what the request may still generate);
+        drafters size their drafts below that with `seq.draft_k`."""
+        ...
 
     def release(self, seq: DraftContext) -> None:
         """The sequence finished or left: drop any per-sequence state."""

@@ -49,6 +49,7 @@ class ModelDrafter:
 
     @torch.inference_mode()
     def propose(self, seq: DraftContext, k: int, *, greedy: bool) -> Draft:
+        k = min(k, seq.draft_k(self.name, self.cost))
         if k <= 0:
             return Draft(tokens=[])
         previous = torch.get_num_threads()
@@ -82,7 +83,7 @@ class ModelDrafter:
             if i < k - 1:
                 logits = self._forward([token], state.cache)
         state.consumed = ids + tokens[:-1]
-        return Draft(tokens=tokens, probs=torch.stack(rows) if rows else None)
+        return Draft(tokens=tokens, probs=torch.stack(rows) if rows else None, source=self.name)
 
     def _forward(self, ids: list[int], cache: DynamicCache) -> torch.Tensor:
         out = self.model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)

@@ -98,11 +98,9 @@ class Engine:
             eos_token_ids=self.loaded.eos_token_ids,
             speculative=speculative,
             reference_ids=list(reference_ids or []),
+            draft_start_k=self.speculative.num_speculative_tokens,
+            draft_k_max=self.speculative.max_speculative_tokens,
         )
-        seq.draft_length.k = self.speculative.num_speculative_tokens
-        seq.draft_length.k_max = self.speculative.max_speculative_tokens
-        drafter = self.scheduler.drafter
-        seq.draft_length.draft_cost = drafter.cost if drafter else 0.0
         self.scheduler.submit(seq)
         try:
             while True:

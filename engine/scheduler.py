@@ -116,7 +116,7 @@ class Scheduler:
                 continue
             accepted, token = verify(row_logits, draft, seq.params, seq.generator)
             self.kv.invalidate_tail(row, len(draft.tokens) - accepted)
-            seq.record_speculation(len(draft.tokens), accepted)
+            seq.record_speculation(draft.source, len(draft.tokens), accepted)
             seq.accept(draft.tokens[:accepted] + [token])
         self.steps += 1
         self.kv.compact()
@@ -126,8 +126,8 @@ class Scheduler:
         """Drafts only pay while the batch is small: a large batch already amortises the weights."""
         if not (self.drafter and seq.speculative) or len(self.running) > self.max_speculative_batch:
             return EMPTY
-        k = min(seq.draft_length.k, seq.remaining - 1)
-        return self.drafter.propose(seq, k, greedy=seq.params.greedy) if k > 0 else EMPTY
+        limit = min(seq.draft_k_max, seq.remaining - 1)
+        return self.drafter.propose(seq, limit, greedy=seq.params.greedy) if limit > 0 else EMPTY
 
     def _retire(self) -> None:
         keep = [i for i, seq in enumerate(self.running) if not (seq.finished or seq.cancelled)]

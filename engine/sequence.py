@@ -27,7 +27,9 @@ class Sequence:
     eos_token_ids: frozenset[int]
     speculative: bool = True
     reference_ids: list[int] = field(default_factory=list)
-    draft_length: AdaptiveK = field(default_factory=AdaptiveK)
+    draft_start_k: int = 4  # speculative.num_speculative_tokens: each source's k until it has been verified
+    draft_k_max: int = 16
+    draft_lengths: dict[str, AdaptiveK] = field(default_factory=dict)  # per drafter (Draft.source)
     id: int = field(default_factory=lambda: next(_ids))
     output_ids: list[int] = field(default_factory=list)
     next_token: int | None = None  # sampled, not yet fed to the model
@@ -47,7 +49,14 @@ class Sequence:
     def remaining(self) -> int:
         return self.max_new_tokens - len(self.output_ids)
 
-    def record_speculation(self, proposed: int, accepted: int) -> None:
+    def draft_k(self, source: str, cost: float) -> int:
+        length = self.draft_lengths.get(source)
+        if length is None:
+            length = self.draft_lengths[source] = AdaptiveK(k=self.draft_start_k, k_max=self.draft_k_max,
+                                                            draft_cost=cost)
+        return length.k
+
+    def record_speculation(self, source: str, proposed: int, accepted: int) -> None:
         self.spec.num_drafts += 1
         self.spec.num_draft_tokens += proposed
         self.spec.num_accepted_tokens += accepted
@@ -55,7 +64,8 @@ class Sequence:
         per_position.extend([0] * (proposed - len(per_position)))
         for position in range(accepted):
             per_position[position] += 1
-        self.draft_length.update(proposed, accepted)
+        if source in self.draft_lengths:
+            self.draft_lengths[source].update(proposed, accepted)
 
     def accept(self, tokens: list[int]) -> None:
         """Take newly generated tokens (in order), stream their text, and finish on EOS/stop/length."""

@@ -46,7 +46,8 @@ class RandomDrafter:
         self.rng = random.Random(0)
 
     def propose(self, seq: DraftContext, k: int, *, greedy: bool) -> Draft:
-        return Draft(tokens=[self.rng.randrange(self.vocab) for _ in range(k)])
+        k = min(k, seq.draft_k(self.name, self.cost))
+        return Draft(tokens=[self.rng.randrange(self.vocab) for _ in range(k)], source=self.name)
 
     def release(self, seq: DraftContext) -> None:
         pass
