@@ -330,3 +330,37 @@ def test_contextual_verifier_rejects_an_added_qualifier() -> None:
     reason = verifier.verdict("How do I paint kitchen cabinets for a school project?",
                               "How do I paint kitchen cabinets?", 0.9, model="contextual")
     assert reason is not None
+
+
+@pytest.mark.parametrize("query, cached", [
+    ("Where can I see cherry blossoms in Tokyo?", "When do cherry trees bloom in Tokyo?"),
+    ("When do dogs howl at sirens?", "Why do dogs howl at sirens?"),
+    ("Who built the Great Wall of China?", "Why was the Great Wall of China built?"),
+    ("Where's the nearest place to see the aurora?", "When's the best time to see the aurora?"),
+])
+def test_different_question_words_are_a_hard_veto(query: str, cached: str) -> None:
+    reason = verifier.verdict(query, cached, 0.95, model="aligned")
+    assert reason is not None and reason.startswith("question")
+
+
+@pytest.mark.parametrize("query, cached", [
+    ("In what year did World War II end?", "When did World War II end?"),  # one side has no question word
+    ("Which artist painted the Sistine Chapel ceiling?", "Who painted the ceiling of the Sistine Chapel?"),
+    ("How far is the Moon from Earth?", "What is the distance between the Earth and the Moon?"),
+    ("Where and when is the next eclipse visible?", "When and where can I see the next eclipse?"),
+])
+def test_question_word_guard_leaves_rewordings_alone(query: str, cached: str) -> None:
+    assert guards.question_word_mismatch(query, cached) is None
+
+
+def test_swap_contrasts_replace_one_word_by_a_related_non_synonym() -> None:
+    from bench.cache.swap_contrasts import SYNONYM, Swapper
+
+    aligner = alignment.shared_aligner()
+    swapper = Swapper(aligner, ["stove", "microwave", "oven", "kettle", "rice", "cooking"])
+    text = "How do I cook rice in a microwave?"
+    swapped = swapper.swapped(text, 2)  # the third content word: "microwave"
+    assert swapped is not None and swapped.startswith("How do I cook rice in a ") and swapped != text
+    new = swapped.removeprefix("How do I cook rice in a ").rstrip("?")
+    similarity = float(aligner.words(new).vectors[0] @ aligner.words("microwave").vectors[0])
+    assert similarity < SYNONYM and new[:4] != "micr"

@@ -23,8 +23,14 @@ of QUALIFIERS appended ("How do I repot a cactus?" / "How do I repot a cactus fo
 labelled set has 23 qualifier contrasts, too few for the model to learn that a content phrase on one side
 only changes the question. Training rows only, like --reword; the min P rule counts labelled contrasts.
 
+With --swap, every paraphrase a-side is also added as a contrast against itself with one content word
+replaced by a related non-synonym of the tuning set's vocabulary (bench/cache/swap_contrasts.py: "Do I
+need a visa to visit Canada?" / "Do I need a passport to visit Canada?"): one-word swaps of a verb or a
+setting were most of the false hits left. Training rows only, like --qualify. Not used for the shipped
+weights: fewer false hits, but fewer paraphrase hits too (bench/cache/RESULTS.md, 2026-11-30, late).
+
     .venv/bin/python -m bench.cache.train_verifier [--model lexical|aligned|contextual] [--floor 0.60] [--C 1.0]
-        [--reword] [--qualify]
+        [--reword] [--qualify] [--swap]
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ from sklearn.neural_network import MLPClassifier
 
 from bench.cache.reword_check import reworded
 from bench.cache.semantic_bench import PAIRS, embed_all, load_pairs
+from bench.cache.swap_contrasts import Swapper, vocabulary
 from gateway.cache import verifier, verifier_mlp
+from gateway.cache.alignment import shared_aligner
 
 PROBABILITIES = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 MAX_FALSE_HIT = 0.01
@@ -131,6 +139,7 @@ def main() -> None:
     parser.add_argument("--shuffles", type=int, default=5, help="repeats of the 5-fold cross-validation")
     parser.add_argument("--reword", action="store_true", help="add function-word rewordings as paraphrases")
     parser.add_argument("--qualify", action="store_true", help="add qualifier additions as contrasts")
+    parser.add_argument("--swap", action="store_true", help="add one-word swaps as contrasts")
     args = parser.parse_args()
     pairs = load_pairs(PAIRS)
     sides = [p["a"] for p in pairs]
@@ -139,6 +148,10 @@ def main() -> None:
     labelled = [p["a"] for p in pairs if p["label"] == "paraphrase"]
     extra += [{"label": "contrast", "kind": "qualified", "a": a, "b": qualified(a, i)}
               for i, a in enumerate(labelled if args.qualify else ())]
+    if args.swap:
+        swapper = Swapper(shared_aligner(), vocabulary([text for p in pairs for text in (p["a"], p["b"])]))
+        extra += [{"label": "contrast", "kind": "swapped", "a": a, "b": b}
+                  for i, a in enumerate(labelled) if (b := swapper.swapped(a, i)) is not None]
     vectors = embed_all([text for p in pairs + extra for text in (p["a"], p["b"])])
     pairs += distractor_pairs(pairs, vectors, args.floor) + extra
     similarity = np.array([float(vectors[p["a"]] @ vectors[p["b"]]) for p in pairs])
@@ -156,14 +169,15 @@ def main() -> None:
             predicted[candidates[test]] += predict(x[candidates[test]]) / args.shuffles
     distractor = np.array([p["kind"] == "distractor" for p in pairs])
     qualifier = np.array([p["kind"] == "qualified" for p in pairs])
-    contrast = ~paraphrase & ~distractor & ~qualifier
+    swap = np.array([p["kind"] == "swapped" for p in pairs])
+    contrast = ~paraphrase & ~distractor & ~qualifier & ~swap
     added = np.array([p["kind"] == "reworded" for p in pairs])
     paraphrase_labelled = paraphrase & ~added
     min_probability = min(p for p in MIN_P_GRID
                           if (predicted >= p)[contrast].mean() <= MAX_FALSE_HIT)
     print(f"{args.model}: {len(candidates)} candidates (cosine >= {args.floor}, no hard veto) of {len(pairs)} pairs "
           f"(with {distractor.sum()} distractor contrasts, {added.sum()} added rewordings, "
-          f"{qualifier.sum()} added qualifiers)")
+          f"{qualifier.sum()} added qualifiers, {swap.sum()} added swaps)")
     print("| min P(paraphrase) | paraphrase hit (CV) | false hit (CV, labelled contrasts) | distractors accepted |")
     print("|---|---|---|---|")
     for p in sorted({*PROBABILITIES, min_probability}):
@@ -174,6 +188,8 @@ def main() -> None:
             print(f"|   added rewordings accepted (CV) | {hit[added].mean():.1%} | | |")
         if qualifier.any():
             print(f"|   added qualifiers accepted (CV) | | {hit[qualifier].mean():.1%} | |")
+        if swap.any():
+            print(f"|   added swaps accepted (CV) | | {hit[swap].mean():.1%} | |")
     print(f"\nmin P by the rule (lowest with CV false hit <= {MAX_FALSE_HIT:.0%}): {min_probability}")
 
     if args.model in verifier.MLP_MODELS:

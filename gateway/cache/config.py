@@ -47,8 +47,8 @@ class CacheConfig(BaseModel):
         "contextual", description="lexical: logistic regression on word-overlap features; aligned: adds word "
         "alignment in MiniLM's input embeddings, bagged MLP (µs, no model call); contextual (default): adds word "
         "alignment over MiniLM's token outputs (2 layers, a few ms per verified candidate, in a worker thread) and "
-        "per-side unmatched words; holdouts 1-6 pooled 84% paraphrase hits / 1.9% false hits against aligned's "
-        "75% / 4.7% (gateway/cache/verifier.py, bench/cache/RESULTS.md)")
+        "per-side unmatched words; holdouts 1-6 pooled 84% paraphrase hits / 1.7% false hits against aligned's "
+        "75% / 4.7%, holdouts 1-7 83% / 2.3% (gateway/cache/verifier.py, bench/cache/RESULTS.md)")
     verifier_min_probability: float | None = Field(
         None, ge=0.0, le=1.0, description="P(paraphrase) a candidate needs; None: the model's own, the lowest "
         "whose cross-validated false-hit rate on bench/cache/pairs.jsonl is <= 1% (bench/cache/RESULTS.md)")

@@ -268,6 +268,27 @@ def particle_mismatch(query: str, cached: str) -> str | None:
     return None
 
 
+QUESTION_WORDS = frozenset({"when", "where", "why", "who"})
+"""Question words that each ask for a different kind of answer (a time, a place, a reason, a person).
+"how", "what" and "which" are left out: paraphrases trade them freely ("How far is the Moon?" / "What is the
+distance to the Moon?")."""
+
+
+def _question_words(text: str) -> frozenset[str]:
+    """QUESTION_WORDS in the text, contractions included ("where's" asks where)."""
+    return frozenset(re.split(r"['’]", word.lower())[0] for word in _words(text)) & QUESTION_WORDS
+
+
+def question_word_mismatch(query: str, cached: str) -> str | None:
+    """Both prompts ask with a question word of QUESTION_WORDS and share none: "When do cherry trees bloom?"
+    is not answered by "Where can I see cherry blossoms?". One side without any is no mismatch ("When did
+    the war end?" / "In what year did the war end?")."""
+    query_words, cached_words = _question_words(query), _question_words(cached)
+    if query_words and cached_words and not query_words & cached_words:
+        return f"question:{'/'.join(sorted(query_words))}/{'/'.join(sorted(cached_words))}"
+    return None
+
+
 def entity_mismatch(query: str, cached: str) -> str | None:
     """Every name on either side must appear (case-insensitively) on the other."""
     for source, other in ((query, cached), (cached, query)):
@@ -331,8 +352,8 @@ def intent_mismatch(query: str, cached: str) -> str | None:
 
 
 GUARDS: tuple[Callable[[str, str], str | None], ...] = (
-    number_mismatch, negation_mismatch, antonym_mismatch, prefix_mismatch, particle_mismatch, entity_mismatch,
-    direction_mismatch, intent_mismatch,
+    number_mismatch, negation_mismatch, antonym_mismatch, prefix_mismatch, particle_mismatch, question_word_mismatch,
+    entity_mismatch, direction_mismatch, intent_mismatch,
 )
 
 SYNONYM_SIMILARITY = 0.93

@@ -22,7 +22,8 @@ and, per side, the content words left unmatched at a stricter match (alignment.o
 on one side only); it costs a few ms of model per prompt instead of µs. bench/cache/RESULTS.md compares them.
 
 The hard guards include opposite prefixes (hide/unhide, root/non-root) and particles (zoom in/zoom out)
-besides the listed antonyms (guards.py).
+besides the listed antonyms, and different question words (when/where/why/who: guards.question_word_mismatch,
+a swap no model feature saw as one; guards.py).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from gateway.cache.contextual import shared_contextual_aligner
 
 HARD_GUARDS: tuple[Callable[[str, str], str | None], ...] = (
     guards.number_mismatch, guards.negation_mismatch, guards.antonym_mismatch, guards.direction_mismatch,
-    guards.prefix_mismatch, guards.particle_mismatch,
+    guards.prefix_mismatch, guards.particle_mismatch, guards.question_word_mismatch,
 )
 
 FEATURES = ("cosine", "entity", "substitution", "intent", "overlap", "changed", "length", "added_only")
