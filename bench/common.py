@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: keeps this module torch-free for bench/engine/llamacpp.py's venv
@@ -18,6 +18,7 @@ class Timing:
     total_s: float
     accepted: int = 0
     drafted: int = 0
+    token_ids: list[int] = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float:
@@ -36,14 +37,15 @@ async def timed_generate(engine: Engine, prompt: str | list[dict[str, str]], par
     ids = engine.encode_chat(messages)
     start = time.perf_counter()
     first = None
-    tokens = accepted = drafted = 0
+    accepted = drafted = 0
+    token_ids: list[int] = []
     async for delta in engine.generate(ids, params, **options):
         if first is None:
             first = time.perf_counter() - start
-        tokens += len(delta.token_ids)
+        token_ids += delta.token_ids
         if delta.spec:
             accepted, drafted = delta.spec.num_accepted_tokens, delta.spec.num_draft_tokens
-    return Timing(tokens, first or 0.0, time.perf_counter() - start, accepted, drafted)
+    return Timing(len(token_ids), first or 0.0, time.perf_counter() - start, accepted, drafted, token_ids)
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

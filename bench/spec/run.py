@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 
 from bench.common import Timing, markdown_table, timed_generate
@@ -65,7 +66,14 @@ async def measure(engine: Engine, prompts: list[str] | list[Messages], params: S
     return off, on
 
 
-def summarise(name: str, drafter: str, off: list[Timing], on: list[Timing]) -> list[object]:
+def copied_share(answers: list[Timing], references: list[list[int]]) -> str:
+    """How much of the near-duplicate's answer is the cached answer word for word, up to where they first
+    differ: the part retrieval can draft in full; after it the answers diverge (the speedup's ceiling)."""
+    same = sum(len(os.path.commonprefix([t.token_ids, r])) for t, r in zip(answers, references, strict=True))
+    return f"{same / sum(t.tokens for t in answers):.0%}"
+
+
+def summarise(name: str, drafter: str, off: list[Timing], on: list[Timing], copied: str = "") -> list[object]:
     """Speedup end to end (prefill included) and of decoding alone (after the first token)."""
     off_tps = sum(t.tokens for t in off) / sum(t.total_s for t in off)
     on_tps = sum(t.tokens for t in on) / sum(t.total_s for t in on)
@@ -73,7 +81,7 @@ def summarise(name: str, drafter: str, off: list[Timing], on: list[Timing]) -> l
     drafted = sum(t.drafted for t in on)
     accepted = sum(t.accepted for t in on)
     return [name, drafter, len(on), sum(t.tokens for t in on), f"{off_tps:.2f}", f"{on_tps:.2f}",
-            f"**{on_tps / off_tps:.2f}×**", f"{decode:.2f}×", f"{accepted / max(1, drafted):.2f}"]
+            f"**{on_tps / off_tps:.2f}×**", f"{decode:.2f}×", f"{accepted / max(1, drafted):.2f}", copied]
 
 
 async def run(args: argparse.Namespace) -> list[list[object]]:
@@ -107,7 +115,7 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
             start = time.perf_counter()
             off, on = await measure(engine, prompts, params, references)
             label = kind.replace("ngram", "retrieval") if name in NEAR_DUPLICATES else kind
-            rows.append(summarise(name, label, off, on))
+            rows.append(summarise(name, label, off, on, copied_share(on, references) if references else ""))
             print(f"{name}: {time.perf_counter() - start:.0f} s", rows[-1], flush=True)
     finally:
         engine.close()
@@ -128,7 +136,8 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=["mtbench", "sharegpt", "code-edit", *NEAR_DUPLICATES])
     rows = asyncio.run(run(parser.parse_args()))
     print(markdown_table(["workload", "drafter", "prompts", "tokens (on)", "off tok/s", "on tok/s", "speedup",
-                          "decode speedup", "acceptance"], rows))
+                          "decode speedup", "acceptance",
+                          "same as cached"], rows))
 
 
 if __name__ == "__main__":
