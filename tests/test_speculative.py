@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import torch
 
+from bench.spec.replay import Replayed
 from drafters import vocab
 from drafters.adaptive import AdaptiveK
 from drafters.base import Draft, DraftContext
@@ -229,29 +229,10 @@ def test_adaptive_k_drafts_long_when_cheap_and_accepted_short_when_costly_and_re
     assert NgramDrafter().cost == 0.0
 
 
-@dataclass
-class Context:
-    """A DraftContext without an engine: a prompt, the answer so far and the cached answer."""
-
-    output_ids: list[int]
-    reference_ids: list[int]
-    prompt_ids: list[int] = field(default_factory=lambda: [1, 2, 3])
-    id: int = 0
-    params: SamplingParams = GREEDY
-    lengths: dict[str, AdaptiveK] = field(default_factory=dict)
-
-    @property
-    def all_ids(self) -> list[int]:
-        return self.prompt_ids + self.output_ids
-
-    def draft_k(self, source: str, cost: float) -> int:
-        return self.lengths.setdefault(source, AdaptiveK(k=4, draft_cost=cost)).k
-
-
 def test_lookup_drafts_as_far_as_allowed_while_the_answer_copies_the_reference():
     reference = list(range(100, 140))
     drafter = NgramDrafter()
-    seq = Context(output_ids=[100], reference_ids=reference)
+    seq = Replayed(prompt_ids=[1, 2, 3], reference_ids=reference, output_ids=[100])  # a context without an engine
     draft = drafter.propose(seq, 16)  # the answer starts like the cached one: copy all 16 allowed
     assert draft.tokens == reference[1:17] and draft.source == "ngram"
     seq.output_ids = reference[:17]  # all accepted, plus the target's own next token, also the reference's
