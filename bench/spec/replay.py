@@ -20,11 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.spec.run import DRAFT, NEAR_DUPLICATES, TARGET, near_duplicate
+from bench.spec.run import DRAFT, NEAR_DUPLICATES, TARGET, copied_share, near_duplicate
 from drafters.adaptive import AdaptiveK, verify_cost
 from drafters.ngram import NgramDrafter
 from engine.store import turnout_home
@@ -136,8 +135,7 @@ def report(path: Path) -> None:
     print("|---|---|---|---|---|---|")
     for kind in NEAR_DUPLICATES.values():
         mine = [r for r in records if r["kind"] == kind]
-        same = sum(len(os.path.commonprefix([r["answer"], r["reference"]])) for r in mine)
-        same /= sum(len(r["answer"]) for r in mine)
+        same = copied_share([r["answer"] for r in mine], [r["reference"] for r in mine])
         speed = []
         for policy in ("retrieval", "engine", "oracle"):
             totals = [replay(r, policy, r["draft_cost"]) for r in mine]

@@ -66,11 +66,12 @@ async def measure(engine: Engine, prompts: list[str] | list[Messages], params: S
     return off, on
 
 
-def copied_share(answers: list[Timing], references: list[list[int]]) -> str:
-    """How much of the near-duplicate's answer is the cached answer word for word, up to where they first
+def copied_share(answers: list[list[int]], references: list[list[int]]) -> float:
+    """How much of the near-duplicates' answers is the cached answer word for word, up to where they first
     differ: the part retrieval can draft in full; after it the answers diverge (the speedup's ceiling)."""
-    same = sum(len(os.path.commonprefix([t.token_ids, r])) for t, r in zip(answers, references, strict=True))
-    return f"{same / sum(t.tokens for t in answers):.0%}"
+    pairs = zip(answers, references, strict=True)
+    same = sum(len(os.path.commonprefix([answer, reference])) for answer, reference in pairs)
+    return same / sum(len(answer) for answer in answers)
 
 
 def summarise(name: str, drafter: str, off: list[Timing], on: list[Timing], copied: str = "") -> list[object]:
@@ -115,7 +116,8 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
             start = time.perf_counter()
             off, on = await measure(engine, prompts, params, references)
             label = kind.replace("ngram", "retrieval") if name in NEAR_DUPLICATES else kind
-            rows.append(summarise(name, label, off, on, copied_share(on, references) if references else ""))
+            copied = f"{copied_share([t.token_ids for t in on], references):.0%}" if references else ""
+            rows.append(summarise(name, label, off, on, copied))
             print(f"{name}: {time.perf_counter() - start:.0f} s", rows[-1], flush=True)
     finally:
         engine.close()
