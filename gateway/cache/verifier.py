@@ -21,7 +21,7 @@ MiniLM's contextual token outputs (gateway/cache/contextual.py: BERTScore-style,
 and, per side, the content words left unmatched at a stricter match (alignment.one_sided: a qualifier added
 on one side only); it costs a few ms of model per prompt instead of µs. bench/cache/RESULTS.md compares them.
 
-The hard guards include opposite prefixes (hide/unhide, root/non-root) and particles (zoom in/zoom out)
+The hard guards include opposite prefixes (hide/unhide, mute/unmute) and particles (zoom in/zoom out)
 besides the listed antonyms, and different question words (when/where/why/who: guards.question_word_mismatch,
 a swap no model feature saw as one; guards.py).
 """
