@@ -17,6 +17,7 @@ from drafters.base import Draft, DraftContext
 from drafters.costs import draft_step_cost
 from drafters.quantize import CALIBRATION_TEXT, quantize_draft
 from drafters.vocab import frequent_tokens, restrict_head
+from engine.kv import crop_cache
 from engine.loader import LoadedModel
 from engine.sampling import make_generator, probabilities
 from engine.store import turnout_home
@@ -68,7 +69,7 @@ class ModelDrafter:
                 state.generator = make_generator(seq.params.seed)
         ids = seq.all_ids
         keep = min(_common_prefix(state.consumed, ids), len(ids) - 1)
-        _crop(state.cache, keep)
+        crop_cache(state.cache, keep)
         logits = self._forward(ids[keep:], state.cache)
         tokens: list[int] = []
         rows: list[torch.Tensor] = []
@@ -109,9 +110,3 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
         i += 1
     return i
 
-
-def _crop(cache: DynamicCache, length: int) -> None:
-    for layer in cache.layers:
-        if layer.keys is not None and layer.keys.numel() and layer.keys.shape[-2] > length:
-            layer.keys = layer.keys[:, :, :length]
-            layer.values = layer.values[:, :, :length]

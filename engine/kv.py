@@ -108,3 +108,11 @@ def _left_pad_mask(mask: torch.Tensor, columns: int) -> torch.Tensor:
     if not columns:
         return mask
     return torch.cat([mask.new_zeros((mask.shape[0], columns)), mask], dim=1)
+
+
+def crop_cache(cache: DynamicCache, length: int) -> None:
+    """Keep the first `length` positions of every layer (a rejected draft's, or a scorer's suffix)."""
+    for layer in cache.layers:
+        if layer.keys is not None and layer.keys.numel() and layer.keys.shape[-2] > length:
+            layer.keys = layer.keys[:, :, :length]
+            layer.values = layer.values[:, :, :length]

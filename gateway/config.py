@@ -300,6 +300,13 @@ class TurnoutConfig(_Strict):
             raise ValueError("limits are counted in Redis: set auth.redis_url or enable the cache")
         return self
 
+    @model_validator(mode="after")
+    def _judge_tier_exists(self) -> TurnoutConfig:
+        cache = self.cache
+        if cache and cache.judge_tier and "judge_tier" in cache.model_fields_set and cache.judge_tier not in self.tiers:
+            raise ValueError(f"cache.judge_tier: no tier {cache.judge_tier!r} is configured")
+        return self
+
     @property
     def state_redis_configured(self) -> bool:
         """Whether keys, limits and usage have a Redis (their own, or the cache's)."""

@@ -8,6 +8,7 @@ Two measurements:
 
     .venv/bin/python -m bench.cache.semantic_bench [--threshold 0.6] [--min-probability 0.85]
         [--quantization noquant] [--pairs bench/cache/pairs_holdout.jsonl] [--model lexical|aligned|contextual]
+        [--judge qwen2.5-coder-1.5b-instruct]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import get_args
@@ -24,6 +26,7 @@ import numpy as np
 
 from gateway.cache import CacheConfig, ResponseCache
 from gateway.cache.config import VerifierModel
+from gateway.cache.judge import Judge
 from gateway.cache.verifier import default_min_probability, verdict
 from gateway.types import BackendRequest, StreamEvent
 
@@ -73,12 +76,42 @@ def request(text: str) -> BackendRequest:
                           params={"temperature": 0})
 
 
+class TimedJudge:
+    """The judge, with the wall time of each verdict."""
+
+    def __init__(self, judge: Judge):
+        self.judge = judge
+        self.seconds: list[float] = []
+
+    async def accepts(self, cached_prompt: str, prompt: str) -> bool:
+        start = time.perf_counter()
+        try:
+            return await self.judge.accepts(cached_prompt, prompt)
+        finally:
+            self.seconds.append(time.perf_counter() - start)
+
+    async def warm(self) -> None:
+        await self.judge.warm()
+
+
+def load_judge(model: str) -> Judge:
+    from engine.loader import load_model
+    from engine.store import resolve
+    from gateway.cache.judge import EngineJudge
+
+    return EngineJudge(load_model(model, resolve(model), pack=True))
+
+
 async def store_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray], threshold: float,
-                      quantization: str, min_probability: float, model: VerifierModel) -> None:
+                      quantization: str, min_probability: float, model: VerifierModel,
+                      judge: Judge | None = None) -> None:
     config = CacheConfig(similarity_threshold=threshold, vector_quantization=quantization,
                          verifier_min_probability=min_probability, verifier_model=model)
     cache = await ResponseCache.open(config)
+    timed = cache.judge = TimedJudge(judge) if judge is not None else None
     try:
+        if timed is not None:
+            await timed.warm()
         for text in sorted({p["a"] for p in pairs}):
             events = [StreamEvent(text=text, finish_reason="stop")]
             await cache.store("bench", request(text), vectors[text], events)
@@ -101,7 +134,9 @@ async def store_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray
                     outcomes["contrast-hit"] += 1
                     false_hits.append((pair["b"], served, lookup.similarity))
         print(f"\nstore: {len({p['a'] for p in pairs})} entries in one scope, cosine floor {threshold}, "
-              f"{model} verifier, min P {min_probability}, {quantization}")
+              f"{model} verifier, min P {min_probability}, {quantization}, "
+              + (f"judged: {len(timed.seconds)} verdicts, median {np.median(timed.seconds):.2f} s"
+                 if timed and timed.seconds else "no judge"))
         print(f"paraphrase hit {outcomes['paraphrase-hit'] / outcomes['paraphrase']:.1%} "
               f"({outcomes['paraphrase-hit']}/{outcomes['paraphrase']}), wrong-entry hits "
               f"{outcomes['paraphrase-wrong-hit']}; contrast false hit "
@@ -123,13 +158,16 @@ def main() -> None:
     parser.add_argument("--min-probability", type=float, default=None, help="default: the model's own")
     parser.add_argument("--quantization", choices=["noquant", "q8", "bin"],
                         default=CacheConfig().vector_quantization)
+    parser.add_argument("--judge", metavar="MODEL", help="judge would-be hits with this model in-process "
+                        "(the gateway's default: the large tier's, qwen2.5-coder-1.5b-instruct)")
     args = parser.parse_args()
+    judge = load_judge(args.judge) if args.judge else None
     pairs = load_pairs(args.pairs)
     vectors = embed_all([text for p in pairs for text in (p["a"], p["b"])])
     min_probability = default_min_probability(args.model) if args.min_probability is None else args.min_probability
     pair_table(pairs, vectors, min_probability, args.model)
     for threshold in args.threshold:
-        asyncio.run(store_table(pairs, vectors, threshold, args.quantization, min_probability, args.model))
+        asyncio.run(store_table(pairs, vectors, threshold, args.quantization, min_probability, args.model, judge))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from gateway.backends import Backend, build_backends, unique_backends
 from gateway.balancer import Replica
 from gateway.cache import ResponseCache
+from gateway.cache.judge import TierJudge
 from gateway.config import TurnoutConfig
 from gateway.errors import install_error_handlers
 from gateway.governance import Governance
@@ -37,7 +38,7 @@ class Runtime:
 
     def __init__(self, config: TurnoutConfig):
         self.config = config
-        tiers = build_backends(config)
+        tiers = self.tiers = build_backends(config)
         model_router, threshold = build_router(config.routing)
         self.backends: list[Backend] = unique_backends(tiers)
         self.pipeline = Pipeline(Policy(config, tiers, model_router, threshold),
@@ -90,6 +91,12 @@ class Runtime:
     async def _start_all(self) -> None:
         await asyncio.gather(*(self._start_replica(r) for r in self.balancer.replicas), self._start_redis(),
                              self._start_encoder())
+        cache = self.pipeline.cache
+        if cache is not None and cache.judge is not None:
+            try:
+                await cache.judge.warm()
+            except Exception:
+                log.exception("the semantic-cache judge failed to warm up; its first verdict will try again")
 
     async def _start_replica(self, replica: Replica) -> None:
         backend = replica.backend
@@ -108,9 +115,19 @@ class Runtime:
         assert self.config.cache is not None
         try:
             self.pipeline.cache = await ResponseCache.open(self.config.cache)
+            self.pipeline.cache.judge = self._semantic_judge()
             log.info("response cache ready")
         except Exception:
             log.exception("response cache failed to start; serving without it")
+
+    def _semantic_judge(self) -> TierJudge | None:
+        cache = self.config.cache
+        tier = cache.judge_tier if cache and cache.semantic_enabled else None
+        if tier is None or tier not in self.tiers:
+            return None
+        deployment = self.config.tiers[tier].deployments[0]
+        log.info("semantic hits are judged by %s (tier %s)", deployment.model, tier)
+        return TierJudge(self.tiers[tier][0], deployment.model, cache.judge_min_log_odds)
 
     async def _start_redis(self) -> None:
         """The cache first: keys, limits and usage may use the redis-server it starts."""

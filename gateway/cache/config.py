@@ -52,6 +52,16 @@ class CacheConfig(BaseModel):
     verifier_min_probability: float | None = Field(
         None, ge=0.0, le=1.0, description="P(paraphrase) a candidate needs; None: the model's own, the lowest "
         "whose cross-validated false-hit rate on bench/cache/pairs.jsonl is <= 1% (bench/cache/RESULTS.md)")
+    judge_tier: Literal["small", "large"] | None = Field(
+        "large", description="the tier whose model has the last word on a semantic hit: 'would the answer "
+        "cached for that request answer this one?' (gateway/cache/judge.py); one call per would-be hit, "
+        "~1.3 s for the embedded 1.5B on one CPU core. Holdouts 1-7 pooled: false hits 2.3% -> 0.5%, "
+        "paraphrase hits 83.0% -> 82.0% (bench/cache/RESULTS.md). None: off. When the config has no such "
+        "tier and this was not set explicitly, there is no judge")
+    judge_min_log_odds: float = Field(
+        0.0, description="an in-process judge accepts when log P(yes) - log P(no) exceeds this; a judge behind "
+        "an API accepts a greedy 'yes'")
+    judge_timeout_s: float = Field(20.0, gt=0, description="a later verdict counts as a refusal: a miss")
     semantic_candidates: int = Field(4, ge=1, description="neighbours checked against the guards")
     semantic_max_prompt_chars: int = Field(
         1000, description="longer prompts exceed the encoder's window: exact matches only")

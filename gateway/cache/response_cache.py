@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import numpy as np
 from redis.asyncio import ConnectionPool, Redis
@@ -51,6 +51,9 @@ from gateway.cache.redis_server import EmbeddedRedis
 from gateway.cache.single_flight import Flight, SingleFlight
 from gateway.cache.vector_index import EMBEDDING_DIM, Neighbour, VectorIndex
 from gateway.types import BackendRequest, StreamEvent
+
+if TYPE_CHECKING:  # the judge module imports torch; the cache does not need it
+    from gateway.cache.judge import Judge
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,8 @@ class ResponseCache:
         self._index = VectorIndex(config.vector_quantization, config.semantic_candidates)
         self._vector_sets: bool | None = None  # learnt on first use: does this Redis have VADD/VSIM?
         self.stats: Counter[str] = Counter()
+        self.judge: Judge | None = None
+        """Set by the gateway once it knows the judge's tier (config `judge_tier`)."""
 
     @classmethod
     async def open(cls, config: CacheConfig) -> ResponseCache:
@@ -264,6 +269,10 @@ class ResponseCache:
             if self.config.semantic_guards and (veto := await self._verdict(text, neighbour)):
                 self.stats[f"vetoed:{veto.split(':')[0].split(' ')[0]}"] += 1
                 continue
+            if self.judge is not None and not await self._judged(text, neighbour):
+                self.stats["vetoed:judge"] += 1
+                veto = "judge"
+                break  # one judge call per lookup: each is a model prefill
             entry = await self._fetch_entry(tenant, neighbour)
             if entry is not None:
                 return self._result("semantic", CacheLookup(
@@ -278,6 +287,16 @@ class ResponseCache:
         if verifier.needs_model_call(self.config.verifier_model):
             return await asyncio.to_thread(verifier.verdict, *args)
         return verifier.verdict(*args)
+
+    async def _judged(self, text: str, neighbour: Neighbour) -> bool:
+        """The judge's verdict; an error or a late verdict refuses (a miss costs time, a wrong hit trust)."""
+        assert self.judge is not None
+        try:
+            return await asyncio.wait_for(self.judge.accepts(neighbour.prompt, text), self.config.judge_timeout_s)
+        except Exception as exc:
+            log.warning("semantic-cache judge failed (%s); treating the candidate as a miss", exc or type(exc))
+            self.stats["judge:error"] += 1
+            return False
 
     @fail_open(_nothing)
     async def nearest(

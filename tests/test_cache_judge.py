@@ -1,0 +1,161 @@
+"""The semantic-hit judge: prefix-cached scoring equals a full forward; the cache obeys the judge's verdict
+(refusal, error, late verdict → miss); the gateway asks the configured tier's model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import numpy as np
+import openai
+import pytest
+import redis_proc
+import torch
+from conftest import TurnoutProcess, UvicornServer, wait_until_ready
+from test_cache import TENANT, answer, chat, embed, make_cache, store_embedded
+
+from engine.loader import LoadedModel, load_model
+from engine.prefix_scorer import PrefixScorer
+from engine.store import resolve
+from gateway.api import create_app
+from gateway.cache.judge import BackendJudge, EngineJudge, judge_messages
+from gateway.cache.redis_server import RedisServerProcess
+from gateway.config import ConfigError, parse_config
+
+redis_server = redis_proc.redis_server
+__all__ = ["embed"]  # a fixture of test_cache, shared
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model: str) -> LoadedModel:
+    return load_model(tiny_model, resolve(tiny_model, progress=False), pack=True)
+
+
+@torch.inference_mode()
+def full_forward_logprobs(loaded: LoadedModel, ids: list[int]) -> torch.Tensor:
+    logits = loaded.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+    return torch.log_softmax(logits, dim=-1)
+
+
+def test_prefix_scorer_equals_a_full_forward_call_after_call(loaded: LoadedModel) -> None:
+    prefix = loaded.tokenizer.encode("Answer with yes or no. Is the sky blue?")
+    scorer = PrefixScorer(loaded, prefix)
+    assert scorer.warm().get_seq_length() == len(prefix)
+    for suffix in (" Yes, and is grass green?", " Is snow black?", " Yes"):  # each call starts from the prefix
+        ids = prefix + loaded.tokenizer.encode(suffix)
+        torch.testing.assert_close(scorer.next_token_logprobs(ids), full_forward_logprobs(loaded, ids),
+                                   atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError):
+        scorer.next_token_logprobs(loaded.tokenizer.encode("Something else entirely"))
+    with pytest.raises(ValueError):
+        scorer.next_token_logprobs(prefix)
+
+
+def test_engine_judge_scores_the_whole_judge_prompt(loaded: LoadedModel) -> None:
+    judge = EngineJudge(loaded)
+    cached, new = "How do I reverse a list in Python?", "How can I reverse a Python list?"
+    text = loaded.tokenizer.apply_chat_template(judge_messages(cached, new), add_generation_prompt=True,
+                                                tokenize=False)
+    logprobs = full_forward_logprobs(loaded, loaded.tokenizer.encode(text, add_special_tokens=False))
+    yes = logprobs[judge._yes].logsumexp(0) - logprobs[judge._no].logsumexp(0)
+    assert judge.log_odds(cached, new) == pytest.approx(float(yes), abs=1e-3)
+    assert asyncio.run(judge.accepts(cached, new)) == (float(yes) > 0)
+
+
+async def test_backend_judge_asks_one_greedy_token(engine_server: TurnoutProcess, tiny_model: str) -> None:
+    from gateway.backends import build_backend
+    from gateway.config import DeploymentConfig
+
+    backend = build_backend(DeploymentConfig(kind="openai", model=tiny_model, url=engine_server.base_url))
+    await backend.start()
+    try:
+        verdict = await BackendJudge(backend, tiny_model).accepts("What is 2+2?", "What's two plus two?")
+    finally:
+        await backend.close()
+    assert isinstance(verdict, bool)
+
+
+class FixedJudge:
+    """A policy stand-in: the verdict, an error, or a verdict that comes too late."""
+
+    def __init__(self, verdict: bool | None = None, *, error: bool = False, delay_s: float = 0.0):
+        self.verdict, self.error, self.delay_s = verdict, error, delay_s
+        self.calls: list[tuple[str, str]] = []
+
+    async def accepts(self, cached_prompt: str, prompt: str) -> bool:
+        self.calls.append((cached_prompt, prompt))
+        await asyncio.sleep(self.delay_s)
+        if self.error:
+            raise RuntimeError("judge down")
+        return bool(self.verdict)
+
+    async def warm(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("judge", "status", "stat"), [
+    (FixedJudge(True), "semantic-hit", None),
+    (FixedJudge(False), "miss", "vetoed:judge"),
+    (FixedJudge(error=True), "miss", "judge:error"),
+    (FixedJudge(True, delay_s=5.0), "miss", "judge:error"),
+])
+async def test_the_cache_serves_a_semantic_hit_only_on_the_judges_yes(
+    redis_server: RedisServerProcess, embed: Callable[[str], np.ndarray], judge: FixedJudge, status: str,
+    stat: str | None,
+) -> None:
+    cache = make_cache(redis_server, judge_timeout_s=0.5)
+    cache.judge = judge
+    await store_embedded(cache, embed, chat("How do I reverse a list in Python?"), "Use reversed().")
+    paraphrase = chat("How can I reverse a Python list?")
+    lookup = await cache.lookup(TENANT, paraphrase, embed(paraphrase.prompt_text()))
+    await cache.close()
+    assert lookup.status == status
+    assert judge.calls == [("How do I reverse a list in Python?", "How can I reverse a Python list?")]
+    if stat:
+        assert cache.stats[stat] == 1 and lookup.reason == "vetoed:judge"
+
+
+async def test_the_exact_cache_never_asks_the_judge(redis_server: RedisServerProcess) -> None:
+    cache = make_cache(redis_server)
+    cache.judge = judge = FixedJudge(False)
+    request = chat("What is a monad?")
+    assert await cache.store(TENANT, request, None, answer("A monoid."))
+    assert (await cache.lookup(TENANT, request)).status == "hit"
+    await cache.close()
+    assert judge.calls == []
+
+
+def judged_gateway_config(tiny_model: str, engine_server: TurnoutProcess, min_log_odds: float) -> str:
+    return f"""
+tiers:
+  small:
+    deployments: [{{kind: openai, model: {tiny_model}, url: "{engine_server.base_url}"}}]
+  large:
+    deployments: [{{kind: embedded, model: {tiny_model}, max_batch_size: 2}}]
+routing: {{router: none}}
+cache: {{judge_tier: large, judge_min_log_odds: {min_log_odds}}}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("min_log_odds", "second"), [(-1e9, "semantic-hit"), (1e9, "miss")])
+def test_the_gateway_asks_the_large_tiers_model(tiny_model: str, engine_server: TurnoutProcess,
+                                                min_log_odds: float, second: str) -> None:
+    """Whatever the tiny model thinks, a bar below every verdict accepts and one above refuses."""
+    config = parse_config(judged_gateway_config(tiny_model, engine_server, min_log_odds))
+    with UvicornServer(create_app(config)) as server:
+        wait_until_ready(server.url)
+        client = openai.OpenAI(base_url=server.base_url, api_key="sk-judge", max_retries=0)
+        headers = []
+        for question in ("What is the capital city of France?", "What's the capital city of France?"):
+            raw = client.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": question}], max_tokens=4, temperature=0)
+            headers.append(raw.headers["x-turnout-cache"])
+    assert headers == ["miss", second]
+
+
+def test_a_judge_tier_must_exist_when_named(tiny_model: str) -> None:
+    small_only = f"tiers: {{small: {{deployments: [{{kind: embedded, model: {tiny_model}}}]}}}}\n"
+    assert parse_config(small_only + "cache: {}\n").cache.judge_tier == "large"  # the default: no large tier, no judge
+    with pytest.raises(ConfigError, match="judge_tier"):
+        parse_config(small_only + "cache: {judge_tier: large}\n")
