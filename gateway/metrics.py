@@ -23,7 +23,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 NONE = "none"  # label value where a request never got that far (no tier, no model)
 
-_CACHE_ERROR_REASONS = frozenset({"unavailable", "breaker-open", "pool-exhausted", "redis-error", "internal-error"})
+_CACHE_ERROR_REASONS = frozenset({"unavailable", "breaker-open", "pool-exhausted", "redis-error", "internal-error",
+                                  "error"})
 
 
 class Metrics:
@@ -85,7 +86,9 @@ class Metrics:
 
 
 class _CacheErrors(Collector):
-    """`turnout_cache_errors_total{step, reason}` from ResponseCache.stats ("exact:unavailable", …)."""
+    """`turnout_cache_errors_total{step, reason}` from ResponseCache.stats ("exact:unavailable", "judge:error",
+    …), and `turnout_cache_semantic_vetoes_total{reason}`: semantic candidates refused, by the check that
+    refused them (a guard, the verifier, the judge)."""
 
     def __init__(self, stats: Callable[[], Mapping[str, int] | None]):
         self._stats = stats
@@ -100,6 +103,12 @@ class _CacheErrors(Collector):
             elif name in ("store-failed", "corrupt"):
                 family.add_metric(["store" if name == "store-failed" else "read", name], count)
         yield family
+        vetoes = CounterMetricFamily("turnout_cache_semantic_vetoes", "Semantic-cache candidates refused, by the "
+                                     "check that refused them", labels=["reason"])
+        for name, count in (self._stats() or {}).items():
+            if name.startswith("vetoed:"):
+                vetoes.add_metric([name.removeprefix("vetoed:")], count)
+        yield vetoes
 
 
 # --- the current request's metrics ---------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 import redis_proc
 import torch
 from conftest import TurnoutProcess, UvicornServer, wait_until_ready
+from scrape import scrape, total
 from test_cache import TENANT, answer, chat, embed, make_cache, store_embedded
 
 from engine.loader import LoadedModel, load_model
@@ -115,6 +116,23 @@ async def test_the_cache_serves_a_semantic_hit_only_on_the_judges_yes(
         assert cache.stats[stat] == 1 and lookup.reason == "vetoed:judge"
 
 
+async def test_with_a_judge_the_verifier_passes_more_to_it(
+    redis_server: RedisServerProcess, embed: Callable[[str], np.ndarray]
+) -> None:
+    """A paraphrase the verifier alone doubts (P ~0.46 < 0.55) reaches the judge, whose bar is the one that
+    matters then (verifier_min_probability_judged)."""
+    stored = chat("How do I select the top 10 rows in SQL?")
+    reworded = chat("What's the SQL to fetch only the first 10 rows?")
+    statuses = []
+    for judge in (None, FixedJudge(True)):
+        cache = make_cache(redis_server)
+        cache.judge = judge
+        await store_embedded(cache, embed, stored, "SELECT ... LIMIT 10")
+        statuses.append((await cache.lookup(TENANT, reworded, embed(reworded.prompt_text()))).status)
+        await cache.close()
+    assert statuses == ["miss", "semantic-hit"]
+
+
 async def test_the_exact_cache_never_asks_the_judge(redis_server: RedisServerProcess) -> None:
     cache = make_cache(redis_server)
     cache.judge = judge = FixedJudge(False)
@@ -151,7 +169,9 @@ def test_the_gateway_asks_the_large_tiers_model(tiny_model: str, engine_server: 
             raw = client.chat.completions.with_raw_response.create(
                 model="auto", messages=[{"role": "user", "content": question}], max_tokens=4, temperature=0)
             headers.append(raw.headers["x-turnout-cache"])
+        refused = total(scrape(server.url), "turnout_cache_semantic_vetoes_total", reason="judge")
     assert headers == ["miss", second]
+    assert refused == (1 if second == "miss" else 0)
 
 
 def test_a_judge_tier_must_exist_when_named(tiny_model: str) -> None:

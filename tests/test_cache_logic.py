@@ -98,6 +98,9 @@ def test_cache_mode_from_headers(headers: dict[str, str], mode: str) -> None:
     ("What does os.path.join do?", "What does os.path.exists do?", "entity"),
     ("Translate 'good morning' to Spanish", "Translate 'good night' to Spanish", "entity"),
     ("Convert Celsius to Fahrenheit", "Convert Fahrenheit to Celsius", "direction"),
+    ("How long is the drive from Boston to New York City?", "How long is the drive from New York City to Boston?",
+     "direction"),  # several words on each side of "to"
+    ("How do I turn a Word document into a PDF file?", "How do I turn a PDF file into a Word document?", "direction"),
 ])
 def test_guards_veto_contrasts(query: str, cached: str, reason: str) -> None:
     vetoed = guards.veto(query, cached)
@@ -110,6 +113,8 @@ def test_guards_veto_contrasts(query: str, cached: str, reason: str) -> None:
     ("Why doesn't my code compile?", "Why won't my code compile?"),
     ("What's the capital of France?", "Tell me the capital city of France."),
     ("e.g. how would I sort a dict by value", "How can I sort a dictionary by its values?"),
+    ("How long is the drive to Boston from New York City?", "How long is the drive from New York City to Boston?"),
+    ("How to add a key to a dictionary", "How do I add a key to a dictionary?"),
 ])
 def test_guards_let_paraphrases_through(query: str, cached: str) -> None:
     assert guards.veto(query, cached) is None

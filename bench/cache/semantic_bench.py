@@ -155,7 +155,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=Path, default=PAIRS, help="pairs_holdout.jsonl: written after tuning")
     parser.add_argument("--threshold", type=float, nargs="+", default=[CacheConfig().similarity_threshold])
     parser.add_argument("--model", choices=get_args(VerifierModel), default=CacheConfig().verifier_model)
-    parser.add_argument("--min-probability", type=float, default=None, help="default: the model's own")
+    parser.add_argument("--min-probability", type=float, default=None,
+                        help="default: the model's own; with --judge, cache.verifier_min_probability_judged")
     parser.add_argument("--quantization", choices=["noquant", "q8", "bin"],
                         default=CacheConfig().vector_quantization)
     parser.add_argument("--judge", metavar="MODEL", help="judge would-be hits with this model in-process "
@@ -164,7 +165,10 @@ def main() -> None:
     judge = load_judge(args.judge) if args.judge else None
     pairs = load_pairs(args.pairs)
     vectors = embed_all([text for p in pairs for text in (p["a"], p["b"])])
-    min_probability = default_min_probability(args.model) if args.min_probability is None else args.min_probability
+    min_probability = args.min_probability
+    if min_probability is None:  # as the gateway: a lower bar when a judge checks the verifier's hits
+        min_probability = (CacheConfig().verifier_min_probability_judged if judge
+                           else default_min_probability(args.model))
     pair_table(pairs, vectors, min_probability, args.model)
     for threshold in args.threshold:
         asyncio.run(store_table(pairs, vectors, threshold, args.quantization, min_probability, args.model, judge))

@@ -21,6 +21,7 @@ _IDENTIFIER = re.compile(
     r"(?<![\w.])\w+(?:[./]\w+)+|\b\w+_\w+\b|\b[a-z]+[A-Z]\w*\b|\b(?=\w*\d)(?=\w*[A-Za-z])\w+\b")
 _DIRECTION = re.compile(
     r"\b(\w+)\s+(?:to|into|->|→)\s+(?:(?:a|an|the|my|your|its)\s+)?(\w+)", re.IGNORECASE)
+_TOWARD = re.compile(r"\b(?:to|into)\b|->|→", re.IGNORECASE)
 _CAUSE = re.compile(r"\bwhat (?:makes|made|causes|caused)\b|\breasons?\b")
 _CAMEL_HUMP = re.compile(r"(?<=[a-z])(?=[A-Z])|-")
 
@@ -305,11 +306,31 @@ def unmatched_entities(query: str, cached: str) -> int:
 
 
 def direction_mismatch(query: str, cached: str) -> str | None:
-    """"X to Y" in one prompt and "Y to X" in the other: a conversion or translation turned around."""
+    """"X to Y" in one prompt and "Y to X" in the other: a conversion, translation or trip turned around
+    ("Los Angeles to Tokyo", "a Roth IRA to a traditional IRA"; cosine ~0.998)."""
     query_pairs = {(a.lower(), b.lower()) for a, b in _DIRECTION.findall(query)}
     cached_pairs = {(a.lower(), b.lower()) for a, b in _DIRECTION.findall(cached)}
     reversed_pairs = {(b, a) for a, b in cached_pairs if a != b}
-    return "direction" if query_pairs & reversed_pairs else None
+    return "direction" if query_pairs & reversed_pairs or _swapped_around_to(query, cached) else None
+
+
+def _swapped_around_to(query: str, cached: str) -> bool:
+    """The same content words, but some cross a "to"/"into" one way and others the other way."""
+    if set(content_words(query)) != set(content_words(cached)):
+        return False
+    for query_left, query_right in _around_toward(query):
+        for cached_left, cached_right in _around_toward(cached):
+            moved_right = (query_left & cached_right) - (query_right | cached_left)
+            moved_left = (query_right & cached_left) - (query_left | cached_right)
+            if moved_right and moved_left:
+                return True
+    return False
+
+
+def _around_toward(text: str) -> list[tuple[frozenset[str], frozenset[str]]]:
+    """The content words before and after each "to"/"into"."""
+    return [(frozenset(content_words(text[: m.start()])), frozenset(content_words(text[m.end() :])))
+            for m in _TOWARD.finditer(text)]
 
 
 @lru_cache(maxsize=4096)

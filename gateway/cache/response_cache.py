@@ -282,8 +282,10 @@ class ResponseCache:
 
     async def _verdict(self, text: str, neighbour: Neighbour) -> str | None:
         """The verifier's veto reason, or None for a hit; a model that runs a transformer runs in a thread."""
-        args = (text, neighbour.prompt, neighbour.similarity, self.config.verifier_min_probability,
-                self.config.verifier_model)
+        min_probability = self.config.verifier_min_probability
+        if min_probability is None and self.judge is not None:
+            min_probability = self.config.verifier_min_probability_judged
+        args = (text, neighbour.prompt, neighbour.similarity, min_probability, self.config.verifier_model)
         if verifier.needs_model_call(self.config.verifier_model):
             return await asyncio.to_thread(verifier.verdict, *args)
         return verifier.verdict(*args)
