@@ -19,7 +19,7 @@ from engine.loader import LoadedModel, load_model
 from engine.prefix_scorer import PrefixScorer
 from engine.store import resolve
 from gateway.api import create_app
-from gateway.cache.judge import BackendJudge, EngineJudge, judge_messages
+from gateway.cache.judge import BackendJudge, EngineJudge, TierJudge, judge_messages
 from gateway.cache.redis_server import RedisServerProcess
 from gateway.config import ConfigError, parse_config
 
@@ -74,6 +74,10 @@ async def test_backend_judge_asks_one_greedy_token(engine_server: TurnoutProcess
     finally:
         await backend.close()
     assert isinstance(verdict, bool)
+
+
+async def test_a_tier_with_no_replica_to_ask_refuses() -> None:
+    assert await TierJudge(lambda: None).accepts("What is 2+2?", "What's two plus two?") is False
 
 
 class FixedJudge:

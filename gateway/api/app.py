@@ -125,9 +125,8 @@ class Runtime:
         tier = cache.judge_tier if cache and cache.semantic_enabled else None
         if tier is None or tier not in self.tiers:
             return None
-        deployment = self.config.tiers[tier].deployments[0]
-        log.info("semantic hits are judged by %s (tier %s)", deployment.model, tier)
-        return TierJudge(self.tiers[tier][0], deployment.model, cache.judge_min_log_odds)
+        log.info("semantic hits are judged by the %s tier's model", tier)
+        return TierJudge(lambda: self.balancer.pick(tier), cache.judge_min_log_odds)
 
     async def _start_redis(self) -> None:
         """The cache first: keys, limits and usage may use the redis-server it starts."""

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.loader import LoadedModel
 from engine.prefix_scorer import PrefixScorer
 from gateway.backends.base import Backend
 from gateway.types import BackendRequest
+
+if TYPE_CHECKING:
+    from gateway.balancer import Replica
 
 log = logging.getLogger("turnout.cache.judge")
 
@@ -115,30 +119,33 @@ class BackendJudge:
 
 
 class TierJudge:
-    """The judge of one deployment, chosen once its backend has started: an embedded engine is asked
-    in-process, anything else through its API. Until then every candidate is refused (a miss, never a
+    """The judge of a tier: each verdict goes to the replica the balancer would pick now (an embedded engine
+    is asked in-process, anything else through its API). A replica still loading refuses (a miss, never a
     wrong hit)."""
 
-    def __init__(self, backend: Backend, model: str, min_log_odds: float = 0.0):
-        self.backend = backend
-        self.model = model
+    def __init__(self, pick: Callable[[], Replica | None], min_log_odds: float = 0.0):
+        self.pick = pick
         self.min_log_odds = min_log_odds
-        self._judge: Judge | None = None
+        self._judges: dict[int, Judge] = {}
 
     async def accepts(self, cached_prompt: str, prompt: str) -> bool:
-        judge = self._judge or self._start()
-        return judge is not None and await judge.accepts(cached_prompt, prompt)
+        replica = self.pick()
+        if replica is None or (judge := self._judge_of(replica)) is None:
+            return False
+        with replica.lease():  # the balancer counts a verdict as load
+            return await judge.accepts(cached_prompt, prompt)
 
     async def warm(self) -> None:
-        judge = self._judge or self._start()
-        if judge is not None:
+        replica = self.pick()
+        if replica is not None and (judge := self._judge_of(replica)) is not None:
             await judge.warm()
 
-    def _start(self) -> Judge | None:
-        engine: Any = getattr(self.backend, "engine", None)
-        if engine is None and hasattr(self.backend, "engine"):
-            return None  # an embedded engine still loading
-        self._judge = EngineJudge(engine.loaded, self.min_log_odds) if engine else BackendJudge(self.backend,
-                                                                                                self.model)
-        return self._judge
-
+    def _judge_of(self, replica: Replica) -> Judge | None:
+        backend = replica.backend
+        if (judge := self._judges.get(id(backend))) is None:
+            engine: Any = getattr(backend, "engine", None)
+            if engine is None and hasattr(backend, "engine"):
+                return None  # an embedded engine still loading
+            judge = EngineJudge(engine.loaded, self.min_log_odds) if engine else BackendJudge(backend, replica.model)
+            self._judges[id(backend)] = judge
+        return judge
