@@ -84,11 +84,18 @@ class EngineJudge:
 
     def log_odds(self, cached_prompt: str, prompt: str) -> float:
         """log P(yes) − log P(no) for the judge's next token (blocking)."""
-        logprobs = self._scorer.next_token_logprobs(self._encode(judge_messages(cached_prompt, prompt)))
-        return float(logprobs[self._yes].logsumexp(0) - logprobs[self._no].logsumexp(0))
+        return self._log_odds(self._encode(judge_messages(cached_prompt, prompt)))
 
     async def accepts(self, cached_prompt: str, prompt: str) -> bool:
-        return await asyncio.to_thread(self.log_odds, cached_prompt, prompt) > self.min_log_odds
+        # Tokenise here, on the event loop like the engine's other callers: a fast tokenizer used from two
+        # threads at once can fail with "Already borrowed" (huggingface/tokenizers#537). Only the forward
+        # pass goes to a worker thread.
+        ids = self._encode(judge_messages(cached_prompt, prompt))
+        return await asyncio.to_thread(self._log_odds, ids) > self.min_log_odds
+
+    def _log_odds(self, ids: list[int]) -> float:
+        logprobs = self._scorer.next_token_logprobs(ids)
+        return float(logprobs[self._yes].logsumexp(0) - logprobs[self._no].logsumexp(0))
 
     async def warm(self) -> None:
         await asyncio.to_thread(self._scorer.warm)
