@@ -63,6 +63,23 @@ def test_engine_judge_scores_the_whole_judge_prompt(loaded: LoadedModel) -> None
     assert asyncio.run(judge.accepts(cached, new)) == (float(yes) > 0)
 
 
+async def test_concurrent_verdicts_while_the_loop_tokenises(loaded: LoadedModel) -> None:
+    """Verdicts run their forward passes in worker threads while the event loop keeps tokenising (as the
+    engine does for every request): every verdict arrives, none trips over the shared tokenizer."""
+    judge = EngineJudge(loaded)
+
+    async def tokenise_meanwhile() -> bool:
+        for _ in range(100):
+            loaded.tokenizer.encode("How do I sort a list of dictionaries by a key? " * 4)
+            await asyncio.sleep(0)
+        return True
+
+    verdicts = await asyncio.gather(*(judge.accepts(f"How do I sort {n} files by date?",
+                                                    f"How can I order {n} files by date?") for n in range(8)),
+                                    tokenise_meanwhile())
+    assert all(isinstance(verdict, bool) for verdict in verdicts)
+
+
 async def test_backend_judge_asks_one_greedy_token(engine_server: TurnoutProcess, tiny_model: str) -> None:
     from gateway.backends import build_backend
     from gateway.config import DeploymentConfig
