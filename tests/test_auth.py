@@ -27,9 +27,9 @@ tiers:
   small: {{deployments: [{upstream}]}}
   large: {{deployments: [{upstream}]}}
 routing: {{router: none}}
-cache: {{redis_url: "{redis_url}", semantic_enabled: false}}
+cache: {{redis_url: "{redis_url}", semantic_enabled: false, socket_timeout_ms: 2000, operation_timeout_ms: 5000}}
 auth: {{enabled: true, keys_from: redis}}
-""")
+""")  # generous Redis deadlines: these tests are about keys, and a loaded CI machine once took > 100 ms
     with UvicornServer(create_app(config)) as server:
         wait_until_ready(server.url)
         yield server
