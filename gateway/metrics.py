@@ -94,20 +94,20 @@ class _CacheErrors(Collector):
         self._stats = stats
 
     def collect(self) -> Iterable[Metric]:
+        stats = dict(self._stats() or {})  # one snapshot for both families
         family = CounterMetricFamily("turnout_cache_errors", "Cache calls that failed open (Redis down, slow, "
                                      "refusing, or a cache bug) by step and reason", labels=["step", "reason"])
-        for name, count in (self._stats() or {}).items():
+        vetoes = CounterMetricFamily("turnout_cache_semantic_vetoes", "Semantic-cache candidates refused, by the "
+                                     "check that refused them", labels=["reason"])
+        for name, count in stats.items():
             step, _, reason = name.partition(":")
-            if reason in _CACHE_ERROR_REASONS:
+            if step == "vetoed":
+                vetoes.add_metric([reason], count)
+            elif reason in _CACHE_ERROR_REASONS:
                 family.add_metric([step, reason], count)
             elif name in ("store-failed", "corrupt"):
                 family.add_metric(["store" if name == "store-failed" else "read", name], count)
         yield family
-        vetoes = CounterMetricFamily("turnout_cache_semantic_vetoes", "Semantic-cache candidates refused, by the "
-                                     "check that refused them", labels=["reason"])
-        for name, count in (self._stats() or {}).items():
-            if name.startswith("vetoed:"):
-                vetoes.add_metric([name.removeprefix("vetoed:")], count)
         yield vetoes
 
 

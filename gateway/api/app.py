@@ -38,7 +38,7 @@ class Runtime:
 
     def __init__(self, config: TurnoutConfig):
         self.config = config
-        tiers = self.tiers = build_backends(config)
+        tiers = build_backends(config)
         model_router, threshold = build_router(config.routing)
         self.backends: list[Backend] = unique_backends(tiers)
         self.pipeline = Pipeline(Policy(config, tiers, model_router, threshold),
@@ -123,7 +123,7 @@ class Runtime:
     def _semantic_judge(self) -> TierJudge | None:
         cache = self.config.cache
         tier = cache.judge_tier if cache and cache.semantic_enabled else None
-        if tier is None or tier not in self.tiers:
+        if tier is None or tier not in self.balancer.tiers:
             return None
         log.info("semantic hits are judged by the %s tier's model", tier)
         return TierJudge(lambda: self.balancer.pick(tier), cache.judge_min_log_odds)

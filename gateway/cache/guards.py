@@ -19,9 +19,9 @@ _QUOTED = re.compile(r"`([^`]+)`|\"([^\"]+)\"|(?<!\w)'([^'\s][^']*[^'\s])'(?!\w)
 _ABBREVIATION = re.compile(r"(?:[a-z]\.)+[a-z]?")
 _IDENTIFIER = re.compile(
     r"(?<![\w.])\w+(?:[./]\w+)+|\b\w+_\w+\b|\b[a-z]+[A-Z]\w*\b|\b(?=\w*\d)(?=\w*[A-Za-z])\w+\b")
-_DIRECTION = re.compile(
-    r"\b(\w+)\s+(?:to|into|->|→)\s+(?:(?:a|an|the|my|your|its)\s+)?(\w+)", re.IGNORECASE)
 _TOWARD = re.compile(r"\b(?:to|into)\b|->|→", re.IGNORECASE)
+_DIRECTION = re.compile(
+    rf"\b(\w+)\s+(?:{_TOWARD.pattern})\s+(?:(?:a|an|the|my|your|its)\s+)?(\w+)", re.IGNORECASE)
 _CAUSE = re.compile(r"\bwhat (?:makes|made|causes|caused)\b|\breasons?\b")
 _CAMEL_HUMP = re.compile(r"(?<=[a-z])(?=[A-Z])|-")
 
