@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -19,7 +20,7 @@ from engine.loader import LoadedModel, load_model
 from engine.prefix_scorer import PrefixScorer
 from engine.store import resolve
 from gateway.api import create_app
-from gateway.cache.judge import BackendJudge, EngineJudge, TierJudge, judge_messages
+from gateway.cache.judge import BackendJudge, EngineJudge, TierJudge, judge_messages, log_odds_from_top
 from gateway.cache.redis_server import RedisServerProcess
 from gateway.config import ConfigError, parse_config
 
@@ -59,8 +60,7 @@ def test_engine_judge_scores_the_whole_judge_prompt(loaded: LoadedModel) -> None
                                                 tokenize=False)
     logprobs = full_forward_logprobs(loaded, loaded.tokenizer.encode(text, add_special_tokens=False))
     yes = logprobs[judge._yes].logsumexp(0) - logprobs[judge._no].logsumexp(0)
-    assert judge.log_odds(cached, new) == pytest.approx(float(yes), abs=1e-3)
-    assert asyncio.run(judge.accepts(cached, new)) == (float(yes) > 0)
+    assert asyncio.run(judge.log_odds(cached, new)) == pytest.approx(float(yes), abs=1e-3)
 
 
 async def test_concurrent_verdicts_while_the_loop_tokenises(loaded: LoadedModel) -> None:
@@ -74,52 +74,64 @@ async def test_concurrent_verdicts_while_the_loop_tokenises(loaded: LoadedModel)
             await asyncio.sleep(0)
         return True
 
-    verdicts = await asyncio.gather(*(judge.accepts(f"How do I sort {n} files by date?",
-                                                    f"How can I order {n} files by date?") for n in range(8)),
-                                    tokenise_meanwhile())
-    assert all(isinstance(verdict, bool) for verdict in verdicts)
+    *verdicts, tokenised = await asyncio.gather(
+        *(judge.log_odds(f"How do I sort {n} files by date?", f"How can I order {n} files by date?")
+          for n in range(8)), tokenise_meanwhile())
+    assert tokenised and all(math.isfinite(verdict) for verdict in verdicts)
 
 
-async def test_backend_judge_asks_one_greedy_token(engine_server: TurnoutProcess, tiny_model: str) -> None:
+async def test_backend_judge_falls_back_to_the_bare_word(engine_server: TurnoutProcess, tiny_model: str) -> None:
+    """The embedded engine's server refuses logprobs (400): the judge asks again for one greedy token, whose
+    "yes" counts as the weakest yes (0) and anything else as a refusal."""
     from gateway.backends import build_backend
     from gateway.config import DeploymentConfig
 
     backend = build_backend(DeploymentConfig(kind="openai", model=tiny_model, url=engine_server.base_url))
     await backend.start()
+    judge = BackendJudge(backend, tiny_model)
     try:
-        verdict = await BackendJudge(backend, tiny_model).accepts("What is 2+2?", "What's two plus two?")
+        verdicts = [await judge.log_odds("What is 2+2?", "What's two plus two?") for _ in range(2)]
     finally:
         await backend.close()
-    assert isinstance(verdict, bool)
+    assert not judge._logprobs
+    assert verdicts[0] == verdicts[1] and verdicts[0] in (0.0, -math.inf)
+
+
+def test_log_odds_from_a_servers_top_logprobs() -> None:
+    top = [{"token": "Yes", "logprob": -0.2}, {"token": " yes", "logprob": -3.0}, {"token": "No", "logprob": -2.5},
+           {"token": "Maybe", "logprob": -6.0}]
+    assert log_odds_from_top(top) == pytest.approx(math.log(math.exp(-0.2) + math.exp(-3.0)) + 2.5)
+    assert log_odds_from_top(top[:2] + top[3:]) == pytest.approx(math.log(math.exp(-0.2) + math.exp(-3.0)) + 6.0)
+    assert log_odds_from_top(top[2:]) == -math.inf  # no "yes" among the top: a refusal
 
 
 async def test_a_tier_with_no_replica_to_ask_refuses() -> None:
-    assert await TierJudge(lambda: None).accepts("What is 2+2?", "What's two plus two?") is False
+    assert await TierJudge(lambda: None).log_odds("What is 2+2?", "What's two plus two?") == -math.inf
 
 
 class FixedJudge:
-    """A policy stand-in: the verdict, an error, or a verdict that comes too late."""
+    """A policy stand-in: fixed log-odds, an error, or a verdict that comes too late."""
 
-    def __init__(self, verdict: bool | None = None, *, error: bool = False, delay_s: float = 0.0):
-        self.verdict, self.error, self.delay_s = verdict, error, delay_s
+    def __init__(self, log_odds: float = 0.0, *, error: bool = False, delay_s: float = 0.0):
+        self.verdict, self.error, self.delay_s = log_odds, error, delay_s
         self.calls: list[tuple[str, str]] = []
 
-    async def accepts(self, cached_prompt: str, prompt: str) -> bool:
+    async def log_odds(self, cached_prompt: str, prompt: str) -> float:
         self.calls.append((cached_prompt, prompt))
         await asyncio.sleep(self.delay_s)
         if self.error:
             raise RuntimeError("judge down")
-        return bool(self.verdict)
+        return self.verdict
 
     async def warm(self) -> None:
         pass
 
 
 @pytest.mark.parametrize(("judge", "status", "stat"), [
-    (FixedJudge(True), "semantic-hit", None),
-    (FixedJudge(False), "miss", "vetoed:judge"),
+    (FixedJudge(5.0), "semantic-hit", None),
+    (FixedJudge(-5.0), "miss", "vetoed:judge"),
     (FixedJudge(error=True), "miss", "judge:error"),
-    (FixedJudge(True, delay_s=5.0), "miss", "judge:error"),
+    (FixedJudge(5.0, delay_s=5.0), "miss", "judge:error"),
 ])
 async def test_the_cache_serves_a_semantic_hit_only_on_the_judges_yes(
     redis_server: RedisServerProcess, embed: Callable[[str], np.ndarray], judge: FixedJudge, status: str,
@@ -137,26 +149,44 @@ async def test_the_cache_serves_a_semantic_hit_only_on_the_judges_yes(
         assert cache.stats[stat] == 1 and lookup.reason == "vetoed:judge"
 
 
+@pytest.mark.parametrize(("judge_log_odds", "second"), [(3.0, "semantic-hit"), (1.0, "miss")])
 async def test_with_a_judge_the_verifier_passes_more_to_it(
-    redis_server: RedisServerProcess, embed: Callable[[str], np.ndarray]
+    redis_server: RedisServerProcess, embed: Callable[[str], np.ndarray], judge_log_odds: float, second: str,
 ) -> None:
-    """A paraphrase the verifier alone doubts (P ~0.46 < 0.55) reaches the judge, whose bar is the one that
-    matters then (verifier_min_probability_judged)."""
+    """A paraphrase the verifier alone doubts (P ~0.46 < 0.55) reaches the judge (verifier_min_probability_judged),
+    and the verifier's doubt still counts there: a confident judge (3) clears the bar of 1, a lukewarm one
+    (1, minus half the verifier's log-odds) does not."""
     stored = chat("How do I select the top 10 rows in SQL?")
     reworded = chat("What's the SQL to fetch only the first 10 rows?")
     statuses = []
-    for judge in (None, FixedJudge(True)):
+    for judge in (None, FixedJudge(judge_log_odds)):
         cache = make_cache(redis_server)
         cache.judge = judge
         await store_embedded(cache, embed, stored, "SELECT ... LIMIT 10")
         statuses.append((await cache.lookup(TENANT, reworded, embed(reworded.prompt_text()))).status)
         await cache.close()
-    assert statuses == ["miss", "semantic-hit"]
+    assert statuses == ["miss", second]
+
+
+async def test_the_judge_sees_the_candidate_the_verifier_likes_best(
+    redis_server: RedisServerProcess, embed: Callable[[str], np.ndarray]
+) -> None:
+    """One judge call per lookup goes to the likeliest paraphrase, not to the nearest vector: "… in place?"
+    is nearer (cosine 0.984 against 0.979) but the verifier doubts it (P ~0.2 against ~0.98)."""
+    cache = make_cache(redis_server)
+    cache.judge = judge = FixedJudge(5.0)
+    await store_embedded(cache, embed, chat("How can I reverse a Python list in place?"), "list.reverse()")
+    await store_embedded(cache, embed, chat("How do I reverse a list in Python?"), "reversed() or [::-1]")
+    query = chat("How can I reverse a Python list?")
+    lookup = await cache.lookup(TENANT, query, embed(query.prompt_text()))
+    await cache.close()
+    assert judge.calls == [("How do I reverse a list in Python?", "How can I reverse a Python list?")]
+    assert lookup.status == "semantic-hit" and lookup.events == answer("reversed() or [::-1]")
 
 
 async def test_the_exact_cache_never_asks_the_judge(redis_server: RedisServerProcess) -> None:
     cache = make_cache(redis_server)
-    cache.judge = judge = FixedJudge(False)
+    cache.judge = judge = FixedJudge(-5.0)
     request = chat("What is a monad?")
     assert await cache.store(TENANT, request, None, answer("A monoid."))
     assert (await cache.lookup(TENANT, request)).status == "hit"

@@ -83,10 +83,10 @@ class TimedJudge:
         self.judge = judge
         self.seconds: list[float] = []
 
-    async def accepts(self, cached_prompt: str, prompt: str) -> bool:
+    async def log_odds(self, cached_prompt: str, prompt: str) -> float:
         start = time.perf_counter()
         try:
-            return await self.judge.accepts(cached_prompt, prompt)
+            return await self.judge.log_odds(cached_prompt, prompt)
         finally:
             self.seconds.append(time.perf_counter() - start)
 

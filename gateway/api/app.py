@@ -126,7 +126,7 @@ class Runtime:
         if tier is None or tier not in self.balancer.tiers:
             return None
         log.info("semantic hits are judged by the %s tier's model", tier)
-        return TierJudge(lambda: self.balancer.pick(tier), cache.judge_min_log_odds)
+        return TierJudge(lambda: self.balancer.pick(tier))
 
     async def _start_redis(self) -> None:
         """The cache first: keys, limits and usage may use the redis-server it starts."""

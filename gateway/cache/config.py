@@ -53,19 +53,21 @@ class CacheConfig(BaseModel):
         None, ge=0.0, le=1.0, description="P(paraphrase) a candidate needs; None: the model's own, the lowest "
         "whose cross-validated false-hit rate on bench/cache/pairs.jsonl is <= 1% (bench/cache/RESULTS.md)")
     judge_tier: Literal["small", "large"] | None = Field(
-        "large", description="the tier whose model has the last word on a semantic hit: 'would the answer "
-        "cached for that request answer this one?' (gateway/cache/judge.py); one call per would-be hit, "
-        "~1.3 s for the embedded 1.5B on one CPU core. With it (and the verifier's bar at 0.35) holdouts 1-9 "
-        "pooled: 81.0% paraphrase hits / 0.92% false hits, against 77.2% / 2.5% without (bench/cache/RESULTS.md). "
-        "None: off. When the config has no such "
+        "large", description="the tier whose model weighs in on a semantic hit: 'would the answer cached for "
+        "that request answer this one?' (gateway/cache/judge.py); at most one call per lookup, ~1.3 s for the "
+        "embedded 1.5B on one CPU core. With it, holdouts 1-10 pooled: 81.3% paraphrase hits / 0.72% false "
+        "hits, against 75.1% / 2.6% without (bench/cache/RESULTS.md). None: off. When the config has no such "
         "tier and this was not set explicitly, there is no judge")
     verifier_min_probability_judged: float = Field(
-        0.35, ge=0.0, le=1.0, description="the verifier's bar when a judge has the last word (and "
-        "verifier_min_probability is unset): lower, since the judge refuses most contrasts that pass it; the "
-        "lowest whose pooled false hits stayed <= 1% on the tuning set and holdouts 1-8 (bench/cache/RESULTS.md)")
+        0.10, ge=0.0, le=1.0, description="with a judge (and verifier_min_probability unset), the verifier's P "
+        "a candidate needs to be judged at all; the judge then weighs it (judge_prior_weight)")
+    judge_prior_weight: float = Field(
+        0.5, ge=0.0, description="how much the verifier's log-odds count beside the judge's: a hit needs "
+        "judge log-odds + weight x logit(verifier P) > judge_min_log_odds, so a sure verifier lets a lukewarm "
+        "judge pass and a doubtful one needs a confident judge (bench/cache/RESULTS.md)")
     judge_min_log_odds: float = Field(
-        0.0, description="an in-process judge accepts when log P(yes) - log P(no) exceeds this; a judge behind "
-        "an API accepts a greedy 'yes'")
+        1.0, description="the bar of that sum; the judge's log-odds are log P(yes) - log P(no) of its next token "
+        "(a server that returns no logprobs: a bare 'yes' counts as 0, a 'no' as -inf)")
     judge_timeout_s: float = Field(20.0, gt=0, description="a later verdict counts as a refusal: a miss")
     semantic_candidates: int = Field(4, ge=1, description="neighbours checked against the guards")
     semantic_max_prompt_chars: int = Field(

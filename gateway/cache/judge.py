@@ -7,24 +7,29 @@ asked "same answer for both?" with a few worked examples separates these well (b
 and it runs only on candidates every cheaper check accepted, i.e. on would-be hits, each of which saves a
 whole generation.
 
+A judge answers with log-odds, log P(yes) − log P(no) of its next token, not with a decision: the cache
+adds the verifier's own log-odds, weighted (`cache.judge_prior_weight`), and holds the sum against
+`cache.judge_min_log_odds`. Two evidences of different kinds, summed, separate better than two bars one
+after the other (bench/cache/RESULTS.md).
+
 Two ways to ask, one question (`judge_messages`):
 - `EngineJudge`: an in-process model; the instructions and examples are prefilled once
-  (engine.prefix_scorer), so a call prefills only the two requests; it accepts when P(yes) > P(no) by
-  `min_log_odds`.
-- `BackendJudge`: any backend (vLLM, an OpenAI-compatible server): one greedy token, accepted if it is
-  "yes". Servers with prefix caching (vLLM) reuse the examples' KV cache themselves.
+  (engine.prefix_scorer), so a call prefills only the two requests.
+- `BackendJudge`: any backend (vLLM, an OpenAI-compatible server): one greedy token with its top logprobs.
+  Servers with prefix caching (vLLM) reuse the examples' KV cache themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.loader import LoadedModel
 from engine.prefix_scorer import PrefixScorer
-from gateway.backends.base import Backend
+from gateway.backends.base import Backend, BackendError
 from gateway.types import BackendRequest
 
 if TYPE_CHECKING:
@@ -63,8 +68,8 @@ def judge_messages(cached_prompt: str, prompt: str) -> list[dict[str, str]]:
 
 
 class Judge(Protocol):
-    async def accepts(self, cached_prompt: str, prompt: str) -> bool:
-        """Whether the answer cached for `cached_prompt` may be served for `prompt`."""
+    async def log_odds(self, cached_prompt: str, prompt: str) -> float:
+        """log P(yes) − log P(no): would the answer cached for `cached_prompt` do for `prompt`?"""
         ...
 
     async def warm(self) -> None:
@@ -75,25 +80,21 @@ class Judge(Protocol):
 class EngineJudge:
     """Judges with an in-process model (blocking work runs in a worker thread)."""
 
-    def __init__(self, loaded: LoadedModel, min_log_odds: float = 0.0):
+    def __init__(self, loaded: LoadedModel):
         self.tokenizer = loaded.tokenizer
-        self.min_log_odds = min_log_odds
         self._scorer = PrefixScorer(loaded, self._encode(judge_messages("", "")[:-1], generation_prompt=False))
         self._yes = self._first_tokens("yes", "Yes")
         self._no = self._first_tokens("no", "No")
 
-    def log_odds(self, cached_prompt: str, prompt: str) -> float:
-        """log P(yes) − log P(no) for the judge's next token (blocking)."""
-        return self._log_odds(self._encode(judge_messages(cached_prompt, prompt)))
-
-    async def accepts(self, cached_prompt: str, prompt: str) -> bool:
+    async def log_odds(self, cached_prompt: str, prompt: str) -> float:
         # Tokenise here, on the event loop like the engine's other callers: a fast tokenizer used from two
         # threads at once can fail with "Already borrowed" (huggingface/tokenizers#537). Only the forward
         # pass goes to a worker thread.
         ids = self._encode(judge_messages(cached_prompt, prompt))
-        return await asyncio.to_thread(self._log_odds, ids) > self.min_log_odds
+        return await asyncio.to_thread(self.log_odds_of, ids)
 
-    def _log_odds(self, ids: list[int]) -> float:
+    def log_odds_of(self, ids: list[int]) -> float:
+        """The verdict for the tokenised judge chat (blocking)."""
         logprobs = self._scorer.next_token_logprobs(ids)
         return float(logprobs[self._yes].logsumexp(0) - logprobs[self._no].logsumexp(0))
 
@@ -108,21 +109,55 @@ class EngineJudge:
         return sorted({self.tokenizer.encode(word, add_special_tokens=False)[0] for word in words})
 
 
+TOP_LOGPROBS = 5
+
+
 class BackendJudge:
-    """Judges through a backend's normal request path: one greedy token."""
+    """Judges through a backend's normal request path: one greedy token and its top logprobs. A server that
+    refuses or omits logprobs is asked for the bare word, which counts as 0 for "yes" (the weakest yes
+    there is) and -inf otherwise."""
 
     def __init__(self, backend: Backend, model: str):
         self.backend = backend
         self.model = model
+        self._logprobs = True
 
-    async def accepts(self, cached_prompt: str, prompt: str) -> bool:
+    async def log_odds(self, cached_prompt: str, prompt: str) -> float:
+        params: dict[str, Any] = {"max_tokens": 1, "temperature": 0}
+        if self._logprobs:
+            params |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
         request = BackendRequest(kind="chat", model=self.model, messages=judge_messages(cached_prompt, prompt),
-                                 params={"max_tokens": 1, "temperature": 0})
-        text = "".join([event.text async for event in self.backend.stream(request) if event.text])
-        return text.strip().lower().startswith("yes")
+                                 params=params)
+        try:
+            events = [event async for event in self.backend.stream(request)]
+        except BackendError as exc:
+            if not self._logprobs or exc.status != 400:
+                raise
+            log.warning("the judge's backend refused logprobs (%s); judging by the bare word", exc)
+            self._logprobs = False
+            return await self.log_odds(cached_prompt, prompt)
+        top = [entry for event in events if event.extra and (lp := event.extra.get("logprobs"))
+               for entry in (lp.get("content") or [])[:1]]
+        if top and (alternatives := top[0].get("top_logprobs")):
+            return log_odds_from_top(alternatives)
+        text = "".join(event.text for event in events)
+        return 0.0 if text.strip().lower().startswith("yes") else -math.inf
 
     async def warm(self) -> None:
         """Nothing to do: the server keeps its own prefix cache, if any."""
+
+
+def log_odds_from_top(alternatives: list[dict[str, Any]]) -> float:
+    """log P(yes) − log P(no) from a server's top logprobs. A word missing from them is bounded by the least
+    likely one listed, on the cautious side: a missing "no" gives a lower bound, a missing "yes" refuses."""
+    def mass(word: str) -> float | None:
+        found = [entry["logprob"] for entry in alternatives if entry["token"].strip().lower() == word]
+        return math.log(sum(math.exp(lp) for lp in found)) if found else None
+
+    yes, no = mass("yes"), mass("no")
+    if yes is None:
+        return -math.inf
+    return yes - (no if no is not None else min(entry["logprob"] for entry in alternatives))
 
 
 class TierJudge:
@@ -130,17 +165,16 @@ class TierJudge:
     is asked in-process, anything else through its API). A replica still loading refuses (a miss, never a
     wrong hit)."""
 
-    def __init__(self, pick: Callable[[], Replica | None], min_log_odds: float = 0.0):
+    def __init__(self, pick: Callable[[], Replica | None]):
         self.pick = pick
-        self.min_log_odds = min_log_odds
         self._judges: dict[int, Judge] = {}
 
-    async def accepts(self, cached_prompt: str, prompt: str) -> bool:
+    async def log_odds(self, cached_prompt: str, prompt: str) -> float:
         replica = self.pick()
         if replica is None or (judge := self._judge_of(replica)) is None:
-            return False
+            return -math.inf
         with replica.lease():  # the balancer counts a verdict as load
-            return await judge.accepts(cached_prompt, prompt)
+            return await judge.log_odds(cached_prompt, prompt)
 
     async def warm(self) -> None:
         replica = self.pick()
@@ -153,6 +187,6 @@ class TierJudge:
             engine: Any = getattr(backend, "engine", None)
             if engine is None and hasattr(backend, "engine"):
                 return None  # an embedded engine still loading
-            judge = EngineJudge(engine.loaded, self.min_log_odds) if engine else BackendJudge(backend, replica.model)
+            judge = EngineJudge(engine.loaded) if engine else BackendJudge(backend, replica.model)
             self._judges[id(backend)] = judge
         return judge

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import secrets
 import time
 from collections import Counter
@@ -125,6 +126,11 @@ def redis_client(config: CacheConfig, url: str) -> Redis:
         retry=Retry(NoBackoff(), retries=1),
     )
     return Redis(connection_pool=pool)
+
+
+def _logit(probability: float) -> float:
+    p = min(max(probability, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
 
 
 class ResponseCache:
@@ -251,7 +257,8 @@ class ResponseCache:
         self, tenant: str, request: BackendRequest, embedding: np.ndarray, mode: CacheMode = "use",
     ) -> CacheLookup:
         """The nearest earlier prompt of the same scope that is similar enough and that the verifier (hard
-        guards, then the learned check of gateway/cache/verifier.py) accepts."""
+        guards, then the learned check of gateway/cache/verifier.py) accepts; with a judge, the candidate the
+        verifier likes best, if the judge's and the verifier's evidence together clear the bar."""
         key = self._precheck(tenant, request, mode)
         if isinstance(key, CacheLookup):
             return self._result("semantic", key)
@@ -262,43 +269,66 @@ class ResponseCache:
             neighbours = await self._neighbours(tenant, request, embedding)
         except CacheUnavailable as exc:
             return self._result("semantic", CacheLookup("bypass", key=key, reason=exc.reason))
-        veto = None
+        veto, judged = None, []
         for neighbour in neighbours:
             if neighbour.similarity < self.config.similarity_threshold:
                 break
-            if self.config.semantic_guards and (veto := await self._verdict(text, neighbour)):
-                self.stats[f"vetoed:{veto.split(':')[0].split(' ')[0]}"] += 1
-                continue
-            if self.judge is not None and not await self._judged(text, neighbour):
+            probability = 0.5  # no verifier: no evidence either way
+            if self.config.semantic_guards:
+                assessment = await self._assess(text, neighbour)
+                if veto := assessment.veto(self._verifier_bar()):
+                    self.stats[f"vetoed:{veto.split(':')[0].split(' ')[0]}"] += 1
+                    continue
+                probability = assessment.probability
+            if self.judge is not None:
+                judged.append((probability, neighbour))
+            elif hit := await self._semantic_hit(tenant, key, neighbour):
+                return hit
+        if judged:  # one judge call per lookup (each is a model prefill): the candidate the verifier likes best
+            probability, neighbour = max(judged, key=lambda candidate: candidate[0])
+            if not await self._judged(text, neighbour, probability):
                 self.stats["vetoed:judge"] += 1
                 veto = "judge"
-                break  # one judge call per lookup: each is a model prefill
-            entry = await self._fetch_entry(tenant, neighbour)
-            if entry is not None:
-                return self._result("semantic", CacheLookup(
-                    "semantic-hit", key=key, events=entry.events, similarity=neighbour.similarity,
-                    model=entry.model, created=entry.created))
+            elif hit := await self._semantic_hit(tenant, key, neighbour):
+                return hit
         return self._result("semantic", CacheLookup("miss", key=key, reason=veto and f"vetoed:{veto}"))
 
-    async def _verdict(self, text: str, neighbour: Neighbour) -> str | None:
-        """The verifier's veto reason, or None for a hit; a model that runs a transformer runs in a thread."""
-        min_probability = self.config.verifier_min_probability
-        if min_probability is None and self.judge is not None:
-            min_probability = self.config.verifier_min_probability_judged
-        args = (text, neighbour.prompt, neighbour.similarity, min_probability, self.config.verifier_model)
-        if verifier.needs_model_call(self.config.verifier_model):
-            return await asyncio.to_thread(verifier.verdict, *args)
-        return verifier.verdict(*args)
+    async def _semantic_hit(self, tenant: str, key: str, neighbour: Neighbour) -> CacheLookup | None:
+        """The hit on `neighbour`'s entry, or None if it expired since the search."""
+        entry = await self._fetch_entry(tenant, neighbour)
+        if entry is None:
+            return None
+        return self._result("semantic", CacheLookup(
+            "semantic-hit", key=key, events=entry.events, similarity=neighbour.similarity,
+            model=entry.model, created=entry.created))
 
-    async def _judged(self, text: str, neighbour: Neighbour) -> bool:
-        """The judge's verdict; an error or a late verdict refuses (a miss costs time, a wrong hit trust)."""
+    def _verifier_bar(self) -> float:
+        """The verifier's P a candidate needs: to be served, or with a judge, to be judged at all."""
+        if self.config.verifier_min_probability is not None:
+            return self.config.verifier_min_probability
+        if self.judge is not None:
+            return self.config.verifier_min_probability_judged
+        return verifier.default_min_probability(self.config.verifier_model)
+
+    async def _assess(self, text: str, neighbour: Neighbour) -> verifier.Assessment:
+        """The verifier's view of a candidate; a model that runs a transformer runs in a thread."""
+        args = (text, neighbour.prompt, neighbour.similarity, self.config.verifier_model)
+        if verifier.needs_model_call(self.config.verifier_model):
+            return await asyncio.to_thread(verifier.assess, *args)
+        return verifier.assess(*args)
+
+    async def _judged(self, text: str, neighbour: Neighbour, probability: float) -> bool:
+        """The judge's log-odds plus the verifier's, weighted, against the bar. An error or a late verdict
+        refuses (a miss costs time, a wrong hit trust)."""
         assert self.judge is not None
         try:
-            return await asyncio.wait_for(self.judge.accepts(neighbour.prompt, text), self.config.judge_timeout_s)
+            log_odds = await asyncio.wait_for(self.judge.log_odds(neighbour.prompt, text),
+                                              self.config.judge_timeout_s)
         except Exception as exc:
             log.warning("semantic-cache judge failed (%s); treating the candidate as a miss", exc or type(exc))
             self.stats["judge:error"] += 1
             return False
+        return log_odds + self.config.judge_prior_weight * _logit(probability) > self.config.judge_min_log_odds
 
     @fail_open(_nothing)
     async def nearest(

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import astuple
+from dataclasses import astuple, dataclass
 
 from gateway.cache import guards, verifier_mlp
 from gateway.cache.alignment import shared_aligner
@@ -134,16 +134,37 @@ def needs_model_call(model: VerifierModel) -> bool:
     return model == "contextual"
 
 
-def verdict(query: str, cached: str, similarity: float, min_probability: float | None = None,
-            model: VerifierModel = "lexical") -> str | None:
-    """Why `cached` must not answer `query`, or None for a hit: a hard guard's reason, else (when the
-    verifier says no) the first soft guard's reason or "verifier", with the probability. None for
-    `min_probability`: the model's own."""
+@dataclass(frozen=True)
+class Assessment:
+    """What the verifier makes of a candidate: a hard guard's reason (absolute), else P(paraphrase) and the
+    soft guards' reasons, for the caller to hold against its bar (or, with a judge, to weigh with it)."""
+
+    hard: str | None
+    probability: float = 0.0
+    signals: tuple[str | None, ...] = ()
+
+    def veto(self, min_probability: float) -> str | None:
+        """Why this candidate fails `min_probability`, or None: the hard guard's reason, else the first soft
+        guard's reason (or "verifier") with the probability."""
+        if self.hard is not None:
+            return self.hard
+        if self.probability >= min_probability:
+            return None
+        return f"{next((s for s in self.signals if s is not None), 'verifier')} (p={self.probability:.2f})"
+
+
+def assess(query: str, cached: str, similarity: float, model: VerifierModel = "lexical") -> Assessment:
+    """The hard guards, then (if none fires) the model's probability."""
     for guard in HARD_GUARDS:
         if (reason := guard(query, cached)) is not None:
-            return reason
+            return Assessment(reason)
     signals = soft_signals(query, cached)
-    p = model_probability(query, cached, similarity, model, signals)
-    if p >= (default_min_probability(model) if min_probability is None else min_probability):
-        return None
-    return f"{next((s for s in signals if s is not None), 'verifier')} (p={p:.2f})"
+    return Assessment(None, model_probability(query, cached, similarity, model, signals), signals)
+
+
+def verdict(query: str, cached: str, similarity: float, min_probability: float | None = None,
+            model: VerifierModel = "lexical") -> str | None:
+    """Why `cached` must not answer `query`, or None for a hit (Assessment.veto). None for
+    `min_probability`: the model's own."""
+    bar = default_min_probability(model) if min_probability is None else min_probability
+    return assess(query, cached, similarity, model).veto(bar)
