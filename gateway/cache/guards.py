@@ -95,6 +95,8 @@ ANTONYMS: tuple[tuple[str, str], ...] = (
     ("odd", "even"), ("maximum", "minimum"), ("overweight", "underweight"), ("sweet", "savory"),
     ("sweet", "sour"), ("quiet", "loud"), ("deep", "shallow"), ("heavier", "lighter"), ("increase", "reduce"),
     ("increase", "lower"), ("strengthen", "weaken"), ("tall", "short"),
+    # 2026-12-01: cold/warm was missing (hot/cold and warm/cool were there)
+    ("cold", "warm"), ("near", "far"),
 )
 """Opposite words (compared after stemming): one in the new prompt and only its opposite in the
 cached one means the question was turned around."""
@@ -133,6 +135,30 @@ def stem(word: str) -> str:
     return word
 
 
+GRADABLE = frozenset({
+    "hot", "cold", "warm", "cool", "big", "small", "large", "high", "low", "fast", "slow", "cheap", "old", "new",
+    "young", "long", "short", "tall", "heavy", "light", "easy", "hard", "early", "late", "strong", "weak",
+    "thick", "thin", "wide", "narrow", "near", "far", "wet", "dry", "tight", "loose", "deep", "shallow", "soft",
+    "bright", "dark", "loud", "quiet", "safe", "rich", "poor", "happy", "sad", "sharp", "dull", "sweet", "sour",
+    "full", "empty",
+})
+"""The adjectives of ANTONYMS whose comparative and superlative count as the adjective itself (coldest /
+warmest, a bigger / smaller cog): spelled out, so no noun ending in -er (user, order) is read as one."""
+
+
+def _degrees(adjective: str) -> tuple[str, str]:
+    """Comparative and superlative: large → larger, easy → easier, big → bigger (a final consonant after one
+    vowel doubles), cool → cooler."""
+    if adjective.endswith("e"):
+        return adjective + "r", adjective + "st"
+    if adjective.endswith("y"):
+        return adjective[:-1] + "ier", adjective[:-1] + "iest"
+    if re.fullmatch(r"[^aeiou]*[aeiou][^aeiouwy]", adjective):
+        adjective += adjective[-1]
+    return adjective + "er", adjective + "est"
+
+
+_DEGREE_OF = {form: adjective for adjective in GRADABLE for form in _degrees(adjective)}
 _ANTONYM_STEMS = tuple((stem(a), stem(b)) for a, b in ANTONYMS)
 
 
@@ -143,7 +169,11 @@ def _words(text: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=4096)
 def _stems(text: str) -> frozenset[str]:
-    return frozenset(stem(word) for word in _words(text))
+    """Stems of the words, and of the adjective of a comparative or superlative of GRADABLE (so "lower"
+    stays the opposite of "raise" and also reads as "low")."""
+    words = _words(text)
+    return frozenset(stem(word) for word in words) | {stem(_DEGREE_OF[w]) for w in map(str.lower, words)
+                                                      if w in _DEGREE_OF}
 
 
 def numbers(text: str) -> frozenset[str]:
@@ -207,8 +237,27 @@ def _initialisms(text: str) -> frozenset[str]:
     return frozenset(initials[i : i + n] for n in range(2, 6) for i in range(len(initials) - n + 1))
 
 
+_LETTERS_DIGITS = re.compile(r"\b[A-Za-z]+\d[A-Za-z\d]*\b")
+
+
+def _numbered_names(text: str) -> dict[str, frozenset[str]]:
+    """Names with digits inside (A4, mp3, x86, EC2), grouped by their letters: "a" → {"a3"}."""
+    found: dict[str, set[str]] = {}
+    for match in _LETTERS_DIGITS.finditer(text):
+        name = match.group(0).lower()
+        found.setdefault(re.sub(r"\d", "", name), set()).add(name)
+    return {letters: frozenset(names) for letters, names in found.items()}
+
+
 def number_mismatch(query: str, cached: str) -> str | None:
-    return "numbers" if numbers(query) != numbers(cached) else None
+    """Different numbers, or the same letters with other digits inside a name (A3 / A4 paper, mp3 / mp4);
+    a numbered name on one side only is left to the other checks (k8s / Kubernetes, EC2 / "an AWS VM")."""
+    if numbers(query) != numbers(cached):
+        return "numbers"
+    query_names, cached_names = _numbered_names(query), _numbered_names(cached)
+    if any(query_names[letters] != cached_names[letters] for letters in query_names.keys() & cached_names.keys()):
+        return "numbers"
+    return None
 
 
 def negation_mismatch(query: str, cached: str) -> str | None:
@@ -236,16 +285,22 @@ NOT_OPPOSITES = frozenset({"debug", "deduplicate", "design", "display", "discove
 
 _NOT_OPPOSITE_STEMS = frozenset(stem(word) for word in NOT_OPPOSITES)
 
-PARTICLES = (("in", "out"),)
-"""The same verb with opposite particles: zoom in/zoom out, log in/log out, opt in/opt out (on/off and
-up/down are opposites anywhere)."""
+PARTICLES = (("in", "out"), ("on", "off"))
+"""The same verb with opposite particles: zoom in/zoom out, log in/log out, opt in/opt out, and turn on/turn
+off where "on" also stands as a preposition ("turn off Bluetooth on Windows", which ANTONYMS' on/off misses:
+both words on one side). up/down are opposites anywhere."""
 SAME_PARTICLE_VERBS = frozenset({"fill"})  # "fill in a form" = "fill out a form"
-_PARTICLE = re.compile(r"\b([A-Za-z]+)\s+(in|out)\b", re.IGNORECASE)
+_PARTICLE = re.compile(r"\b([A-Za-z]+)\s+(in|out|on|off)\b", re.IGNORECASE)
+
+
+_NON_HYPHEN = re.compile(r"\bnon-(?=[A-Za-z])", re.IGNORECASE)
 
 
 def prefix_mismatch(query: str, cached: str) -> str | None:
-    """One side has a word, the other only that word with an opposite prefix ("block" / "unblock")."""
-    for source, other in ((_stems(query), _stems(cached)), (_stems(cached), _stems(query))):
+    """One side has a word, the other only that word with an opposite prefix ("block" / "unblock", "toxic" /
+    "non-toxic")."""
+    query_stems, cached_stems = _stems(_NON_HYPHEN.sub("non", query)), _stems(_NON_HYPHEN.sub("non", cached))
+    for source, other in ((query_stems, cached_stems), (cached_stems, query_stems)):
         for word in source - other - _NOT_OPPOSITE_STEMS:
             for prefix in OPPOSITE_PREFIXES:
                 base = word[len(prefix):]
@@ -263,6 +318,8 @@ def particle_mismatch(query: str, cached: str) -> str | None:
     query_phrases, cached_phrases = phrases(query), phrases(cached)
     for a, b in PARTICLES:
         for verb, particle in query_phrases - cached_phrases:
+            if particle not in (a, b):
+                continue
             opposite = b if particle == a else a
             if (verb, opposite) in cached_phrases - query_phrases:
                 return f"opposite:{verb} {particle}/{verb} {opposite}"
@@ -270,14 +327,18 @@ def particle_mismatch(query: str, cached: str) -> str | None:
 
 
 QUESTION_WORDS = frozenset({"when", "where", "why", "who"})
-"""Question words that each ask for a different kind of answer (a time, a place, a reason, a person).
-"how", "what" and "which" are left out: paraphrases trade them freely ("How far is the Moon?" / "What is the
-distance to the Moon?")."""
+"""Question words that each ask for a different kind of answer (a time, a place, a reason, a person), and
+one more kind: an amount ("how long", "how many", "how much", ...: all one kind, as paraphrases trade them:
+"How long does it take?" / "How much time does it take?"). "how", "what" and "which" alone are left out:
+paraphrases trade them freely ("How far is the Moon?" / "What is the distance to the Moon?")."""
+_AMOUNT = re.compile(r"\bhow (?:long|many|much|often|far|old|big|tall|large|heavy|fast)\b", re.IGNORECASE)
 
 
 def _question_words(text: str) -> frozenset[str]:
-    """QUESTION_WORDS in the text, contractions included ("where's" asks where)."""
-    return frozenset(re.split(r"['’]", word.lower())[0] for word in _words(text)) & QUESTION_WORDS
+    """QUESTION_WORDS in the text, contractions included ("where's" asks where), and "how-much" for an
+    amount."""
+    found = frozenset(re.split(r"['’]", word.lower())[0] for word in _words(text)) & QUESTION_WORDS
+    return found | {"how-much"} if _AMOUNT.search(text) else found
 
 
 def question_word_mismatch(query: str, cached: str) -> str | None:
