@@ -312,6 +312,7 @@ def test_contextual_alignment_does_not_count_a_reworded_function_word() -> None:
     ("How do I lower the pH of my pool?", "How do I raise the pH of my pool?"),
     ("Which houseplants are non-toxic to cats?", "Which houseplants are toxic to cats?"),  # "non-" hyphenated
     ("How do I turn off Wi-Fi on my Mac?", "How do I turn on Wi-Fi on my Mac?"),  # "on" twice on one side
+    ("When does the school year end in Japan?", "When does the school year start in Japan?"),
     ("What is the coldest lake in Europe?", "What is the warmest lake in Europe?"),  # superlatives
     ("Should I get a bigger chainring?", "Should I get a smaller chainring?"),  # comparatives, doubled g
     ("Which months are drier in Lisbon?", "Which months are wetter in Lisbon?"),

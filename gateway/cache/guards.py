@@ -97,6 +97,8 @@ ANTONYMS: tuple[tuple[str, str], ...] = (
     ("increase", "lower"), ("strengthen", "weaken"), ("tall", "short"),
     # 2026-12-01: cold/warm was missing (hot/cold and warm/cool were there)
     ("cold", "warm"), ("near", "far"),
+    # 2026-12-01, after holdout 13's clean run: when daylight saving time starts / ends
+    ("start", "end"), ("begin", "end"), ("beginning", "end"),
 )
 """Opposite words (compared after stemming): one in the new prompt and only its opposite in the
 cached one means the question was turned around."""
