@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.types import SamplingParams
+from engine.types import SamplingParams, TokenLogprob
 
 
 def make_generator(seed: int | None) -> torch.Generator:
@@ -40,3 +40,16 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     if params.greedy:
         return int(torch.argmax(logits))
     return int(torch.multinomial(probabilities(logits, params), 1, generator=generator))
+
+
+def token_logprobs(logits: torch.Tensor, tokens: list[int], top: int | None) -> list[TokenLogprob] | None:
+    """Row i of `logits` scored tokens[i]: its log-probability and the `top` likeliest alternatives, under
+    the model's own distribution (before temperature and top-p, as vLLM reports by default). None when
+    nobody asked (`top` None): the common case costs nothing."""
+    if top is None:
+        return None
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    best = torch.topk(logprobs, top, dim=-1) if top else None
+    return [TokenLogprob(token, float(logprobs[i, token]),
+                         list(zip(best.indices[i].tolist(), best.values[i].tolist(), strict=True)) if best else [])
+            for i, token in enumerate(tokens)]

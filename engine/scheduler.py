@@ -17,7 +17,7 @@ from drafters.base import EMPTY, Draft, Drafter
 from drafters.verify import verify
 from engine.kv import BatchKV
 from engine.runner import ModelRunner
-from engine.sampling import sample
+from engine.sampling import sample, token_logprobs
 from engine.sequence import Sequence
 from engine.types import EngineOverloaded
 
@@ -98,7 +98,8 @@ class Scheduler:
             if seq.cancelled:
                 continue
             logits, cache, valid = self.runner.prefill(seq.prompt_ids)
-            seq.accept([sample(logits, seq.params, seq.generator)])
+            token = sample(logits, seq.params, seq.generator)
+            seq.accept([token], token_logprobs(logits[None], [token], seq.params.top_logprobs))
             if not seq.finished:
                 self.kv.append_row(cache, valid)
                 self.running.append(seq)
@@ -112,12 +113,14 @@ class Scheduler:
             if seq.cancelled:
                 continue
             if not draft.tokens:
-                seq.accept([sample(row_logits[-1], seq.params, seq.generator)])
+                token = sample(row_logits[-1], seq.params, seq.generator)
+                seq.accept([token], token_logprobs(row_logits[-1:], [token], seq.params.top_logprobs))
                 continue
             accepted, token = verify(row_logits, draft, seq.params, seq.generator)
             self.kv.invalidate_tail(row, len(draft.tokens) - accepted)
             seq.record_speculation(draft.source, len(draft.tokens), accepted)
-            seq.accept(draft.tokens[:accepted] + [token])
+            tokens = draft.tokens[:accepted] + [token]  # row i of the logits predicts tokens[i]
+            seq.accept(tokens, token_logprobs(row_logits[: len(tokens)], tokens, seq.params.top_logprobs))
         self.steps += 1
         self.kv.compact()
         self._retire()

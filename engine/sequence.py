@@ -10,7 +10,7 @@ import torch
 
 from drafters.adaptive import AdaptiveK
 from engine.detok import IncrementalDetokenizer, StopStringFilter
-from engine.types import Delta, FinishReason, SamplingParams, SpecStats, Usage
+from engine.types import Delta, FinishReason, SamplingParams, SpecStats, TokenLogprob, Usage
 
 _ids = itertools.count()
 
@@ -67,8 +67,9 @@ class Sequence:
         if source in self.draft_lengths:
             self.draft_lengths[source].update(proposed, accepted)
 
-    def accept(self, tokens: list[int]) -> None:
-        """Take newly generated tokens (in order), stream their text, and finish on EOS/stop/length."""
+    def accept(self, tokens: list[int], logprobs: list[TokenLogprob] | None = None) -> None:
+        """Take newly generated tokens (in order), stream their text, and finish on EOS/stop/length.
+        `logprobs`, when asked for, has one entry per token and travels with the tokens taken."""
         taken: list[int] = []
         for token in tokens:
             if token in self.eos_token_ids and not self.params.ignore_eos:
@@ -83,12 +84,14 @@ class Sequence:
             self.finish_reason = "stop"
         elif self.finish_reason is None and len(self.output_ids) >= self.max_new_tokens:
             self.finish_reason = "length"
+        taken_logprobs = logprobs[: len(taken)] if logprobs is not None else None
         if self.finish_reason is None:
             self.next_token = taken[-1]
             if text or taken:
-                self.emit(Delta(text=text, token_ids=taken))
+                self.emit(Delta(text=text, token_ids=taken, logprobs=taken_logprobs))
             return
         text += self.stop_filter.flush()
         usage = Usage(prompt_tokens=len(self.prompt_ids), completion_tokens=len(self.output_ids))
         spec = self.spec if self.spec.num_drafts else None
-        self.emit(Delta(text=text, token_ids=taken, finish_reason=self.finish_reason, usage=usage, spec=spec))
+        self.emit(Delta(text=text, token_ids=taken, finish_reason=self.finish_reason, usage=usage, spec=spec,
+                        logprobs=taken_logprobs))

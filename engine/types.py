@@ -38,6 +38,9 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    top_logprobs: int | None = None
+    """None: no logprobs; n: each token's log-probability and the n likeliest alternatives (OpenAI's
+    logprobs / top_logprobs), from the model's distribution before temperature and top-p."""
 
     def validate(self) -> None:
         if self.max_tokens < 1:
@@ -48,6 +51,8 @@ class SamplingParams:
             raise InvalidRequest("top_p must be greater than 0 and at most 1", "top_p")
         if len(self.stop) > 4:
             raise InvalidRequest("at most 4 stop sequences are allowed", "stop")
+        if self.top_logprobs is not None and not 0 <= self.top_logprobs <= 20:
+            raise InvalidRequest("top_logprobs must be between 0 and 20", "top_logprobs")
 
     @property
     def greedy(self) -> bool:
@@ -75,6 +80,15 @@ class SpecStats:
 
 
 @dataclass
+class TokenLogprob:
+    """One generated token's log-probability and the likeliest alternatives at its position."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
 class Delta:
     """One step of output: new text (possibly empty while a stop string is undecided), new token ids,
     and on the last delta the finish reason and usage."""
@@ -84,3 +98,4 @@ class Delta:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     spec: SpecStats | None = None
+    logprobs: list[TokenLogprob] | None = None  # one per token id, when SamplingParams.top_logprobs is set

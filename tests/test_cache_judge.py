@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import openai
@@ -20,9 +20,11 @@ from engine.loader import LoadedModel, load_model
 from engine.prefix_scorer import PrefixScorer
 from engine.store import resolve
 from gateway.api import create_app
+from gateway.backends.base import BackendError
 from gateway.cache.judge import BackendJudge, EngineJudge, TierJudge, judge_messages, log_odds_from_top
 from gateway.cache.redis_server import RedisServerProcess
 from gateway.config import ConfigError, parse_config
+from gateway.types import BackendRequest, StreamEvent
 
 redis_server = redis_proc.redis_server
 __all__ = ["embed"]  # a fixture of test_cache, shared
@@ -80,9 +82,10 @@ async def test_concurrent_verdicts_while_the_loop_tokenises(loaded: LoadedModel)
     assert tokenised and all(math.isfinite(verdict) for verdict in verdicts)
 
 
-async def test_backend_judge_falls_back_to_the_bare_word(engine_server: TurnoutProcess, tiny_model: str) -> None:
-    """The embedded engine's server refuses logprobs (400): the judge asks again for one greedy token, whose
-    "yes" counts as the weakest yes (0) and anything else as a refusal."""
+async def test_backend_judge_reads_the_servers_logprobs(engine_server: TurnoutProcess, tiny_model: str,
+                                                        loaded: LoadedModel) -> None:
+    """Through the engine's own server (top_logprobs over HTTP) the verdict is the in-process judge's,
+    up to the words the top 5 leave out, which only ever lower it."""
     from gateway.backends import build_backend
     from gateway.config import DeploymentConfig
 
@@ -90,11 +93,35 @@ async def test_backend_judge_falls_back_to_the_bare_word(engine_server: TurnoutP
     await backend.start()
     judge = BackendJudge(backend, tiny_model)
     try:
-        verdicts = [await judge.log_odds("What is 2+2?", "What's two plus two?") for _ in range(2)]
+        remote = await judge.log_odds("What is 2+2?", "What's two plus two?")
     finally:
         await backend.close()
-    assert not judge._logprobs
-    assert verdicts[0] == verdicts[1] and verdicts[0] in (0.0, -math.inf)
+    local = await EngineJudge(loaded).log_odds("What is 2+2?", "What's two plus two?")
+    assert judge._logprobs and math.isfinite(remote)
+    assert remote <= local + 1e-3
+
+
+class RefusesLogprobs:
+    """A backend like a server without logprobs: 400 when asked for them, else one greedy "yes"."""
+
+    def __init__(self) -> None:
+        self.requests: list[BackendRequest] = []
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[StreamEvent]:
+        self.requests.append(request)
+        if request.params.get("logprobs"):
+            raise BackendError("'logprobs' is not supported", 400, param="logprobs")
+        yield StreamEvent(text="Yes", finish_reason="length")
+
+
+async def test_backend_judge_falls_back_to_the_bare_word() -> None:
+    """A server that refuses logprobs is asked for the bare word from then on; "yes" counts as the weakest
+    yes there is (0)."""
+    backend = RefusesLogprobs()
+    judge = BackendJudge(backend, "m")  # type: ignore[arg-type]
+    verdicts = [await judge.log_odds("What is 2+2?", "What's two plus two?") for _ in range(2)]
+    assert verdicts == [0.0, 0.0]
+    assert [bool(r.params.get("logprobs")) for r in backend.requests] == [True, False, False]
 
 
 def test_log_odds_from_a_servers_top_logprobs() -> None:

@@ -205,7 +205,7 @@ def test_bad_params_are_400(client, kwargs, param):
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"n": 2}, "n"),
-    ({"logprobs": True}, "logprobs"),
+    ({"logprobs": True, "top_logprobs": 25}, "top_logprobs"),
     ({"frequency_penalty": 0.5}, "frequency_penalty"),
     ({"extra_body": {"top_k": 5}}, "top_k"),
 ])
@@ -215,6 +215,24 @@ def test_unsupported_fields_named(client, model, kwargs, param):
         client.chat.completions.create(model=model, messages=SHORT, max_tokens=4, **kwargs)
     assert caught.value.body["param"] == param
     assert param in caught.value.body["message"]
+
+
+@pytest.mark.parametrize("model", ["small", "large"])  # in-process, and through the engine's own server
+def test_logprobs_streamed_and_whole_agree(client, model):
+    """OpenAI's chat logprobs: one entry per completion token, each with its top alternatives; the stream's
+    pieces add up to the whole response's."""
+    request = {"model": model, "messages": SHORT, "max_tokens": 6, "temperature": 0, "logprobs": True,
+               "top_logprobs": 2, "extra_headers": {"cache-control": "no-store"}}
+    whole = client.chat.completions.create(**request)
+    content = whole.choices[0].logprobs.content
+    assert len(content) == whole.usage.completion_tokens
+    assert all(len(item.top_logprobs) == 2 and item.logprob <= 0 for item in content)
+    assert "".join(item.token for item in content) == whole.choices[0].message.content
+    chunks = list(client.chat.completions.create(**request, stream=True))
+    streamed = [item for chunk in chunks if chunk.choices and chunk.choices[0].logprobs
+                for item in chunk.choices[0].logprobs.content]
+    assert [(item.token, round(item.logprob, 3)) for item in streamed] == [
+        (item.token, round(item.logprob, 3)) for item in content]
 
 
 def test_unknown_model_404(client):

@@ -113,6 +113,29 @@ async def test_greedy_output_is_identical_with_speculation(loaded, reference, na
         assert sum(s.num_accepted_tokens for s in spec) < sum(s.num_draft_tokens for s in spec)
 
 
+async def test_logprobs_are_the_same_with_speculation(loaded, plain):
+    """Per-token logprobs come from the verifying pass's rows: with a random drafter (rejections, rollbacks)
+    they equal plain decoding's, one per token, and greedy's choice is each position's likeliest token."""
+    params = SamplingParams(max_tokens=24, temperature=0.0, top_logprobs=3)
+    engine = engine_with(loaded, RandomDrafter(loaded.model.config.vocab_size))
+    try:
+        runs = []
+        for generator in (plain, engine):
+            ids = generator.encode_chat([{"role": "user", "content": PROMPTS[0]}])
+            deltas = [d async for d in generator.generate(ids, params)]
+            runs.append(([t for d in deltas for t in d.token_ids], [lp for d in deltas for lp in d.logprobs or []],
+                         deltas[-1].spec))
+    finally:
+        engine.close()
+    (tokens, logprobs, _), (spec_tokens, spec_logprobs, spec) = runs
+    assert spec is not None and spec.num_draft_tokens > 0
+    assert tokens == spec_tokens and [lp.token_id for lp in logprobs] == tokens == [lp.token_id for lp in spec_logprobs]
+    for plain_lp, spec_lp in zip(logprobs, spec_logprobs, strict=True):
+        assert len(plain_lp.top) == 3 and plain_lp.top[0][0] == plain_lp.token_id
+        assert spec_lp.logprob == pytest.approx(plain_lp.logprob, abs=1e-3)
+        assert [i for i, _ in spec_lp.top] == [i for i, _ in plain_lp.top]
+
+
 async def test_draft_over_frequent_tokens_only_keeps_the_output(loaded, reference, tmp_path, monkeypatch):
     """FR-Spec: the draft's head keeps 1,024 frequent tokens; whatever else the target wants, it supplies."""
     counts = Counter(token for prompt in PROMPTS for token in loaded.tokenizer.encode(prompt))

@@ -13,7 +13,7 @@ from contextlib import aclosing
 from typing import Any
 
 from engine.engine import Engine
-from engine.types import Delta, EngineError, EngineOverloaded, InvalidRequest, SamplingParams
+from engine.types import Delta, EngineError, EngineOverloaded, InvalidRequest, SamplingParams, TokenLogprob
 from gateway.backends.base import BackendError
 from gateway.config import DeploymentConfig
 from gateway.errors import context_length_message
@@ -45,14 +45,13 @@ def _not_text_only(value: Any) -> bool:
 # Fields that only shape delivery, billing or storage: nothing to honour in-process.
 _IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls",
                       "prompt_cache_key", "safety_identifier"})
-_SAMPLING = frozenset({"max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop"})
+_SAMPLING = frozenset({"max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "logprobs",
+                       "top_logprobs"})
 
 # field → "is this value something the engine cannot honour?"
 _UNSUPPORTED = {
     "n": _not_one,
     "best_of": _not_one,
-    "logprobs": _truthy,
-    "top_logprobs": _truthy,
     "echo": _truthy,
     "suffix": _truthy,
     "tools": _truthy,
@@ -116,14 +115,14 @@ class EmbeddedBackend:
     async def stream(self, request: BackendRequest) -> AsyncIterator[StreamEvent]:
         engine = self._require_engine()
         prompt_ids = self._encode(engine, request)
-        params = self._sampling_params(request.params, len(prompt_ids))
+        params = self._sampling_params(request.params, len(prompt_ids), chat=request.kind == "chat")
         reference = engine.encode_prompt(request.reference) if request.reference and request.speculative else None
         try:
             deltas = _as_generator(engine.generate(prompt_ids, params, speculative=request.speculative,
                                                    reference_ids=reference))
             async with aclosing(deltas):
                 async for delta in deltas:
-                    yield _to_event(delta)
+                    yield _to_event(delta, engine.tokenizer)
         except EngineOverloaded as exc:
             raise BackendError(f"{self.model} is overloaded, retry later ({exc})", 503) from None
         except InvalidRequest as exc:
@@ -147,7 +146,7 @@ class EmbeddedBackend:
         except InvalidRequest as exc:
             raise BackendError(str(exc), 400, param=exc.param or "messages") from None
 
-    def _sampling_params(self, params: dict[str, Any], prompt_tokens: int) -> SamplingParams:
+    def _sampling_params(self, params: dict[str, Any], prompt_tokens: int, *, chat: bool = True) -> SamplingParams:
         for field, value in params.items():
             if field in _SAMPLING or field in _IGNORED:
                 continue
@@ -166,6 +165,7 @@ class EmbeddedBackend:
                                param="messages", code="context_length_exceeded")
         stop = params.get("stop") or ()
         sampling = SamplingParams(
+            top_logprobs=self._top_logprobs(params, chat),
             max_tokens=int(max_tokens),
             temperature=float(params.get("temperature", 1.0)),
             top_p=float(params.get("top_p", 1.0)),
@@ -177,6 +177,22 @@ class EmbeddedBackend:
         except InvalidRequest as exc:
             raise BackendError(str(exc), 400, param=exc.param) from None
         return sampling
+
+    def _top_logprobs(self, params: dict[str, Any], chat: bool) -> int | None:
+        """Chat's `logprobs: true` (+ `top_logprobs: n`) as OpenAI defines them; the legacy completions'
+        integer `logprobs` (tokens, text offsets) is not implemented."""
+        logprobs, top = params.get("logprobs"), params.get("top_logprobs")
+        if not chat and logprobs:
+            raise BackendError(f"'logprobs' on completions is not supported by the embedded engine serving "
+                               f"{self.model}; use chat completions", 400, param="logprobs",
+                               code="unsupported_parameter")
+        if top is not None and not logprobs:
+            raise BackendError("top_logprobs requires logprobs to be true", 400, param="top_logprobs")
+        if not logprobs:
+            return None
+        if not isinstance(top, int | None) or isinstance(top, bool):
+            raise BackendError("top_logprobs must be an integer", 400, param="top_logprobs")
+        return top or 0
 
 
 def _text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -195,7 +211,7 @@ def _text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return flat
 
 
-def _to_event(delta: Delta) -> StreamEvent:
+def _to_event(delta: Delta, tokenizer: Any) -> StreamEvent:
     usage = None
     if delta.usage is not None:
         counts = delta.usage
@@ -208,7 +224,18 @@ def _to_event(delta: Delta) -> StreamEvent:
                 "num_accepted_tokens": delta.spec.num_accepted_tokens,
                 "accepted_per_position": delta.spec.accepted_per_position,
             }
-    return StreamEvent(text=delta.text, finish_reason=delta.finish_reason, usage=usage)
+    extra = {"logprobs": {"content": _logprob_content(delta.logprobs, tokenizer)}} if delta.logprobs else None
+    return StreamEvent(text=delta.text, finish_reason=delta.finish_reason, usage=usage, extra=extra)
+
+
+def _logprob_content(logprobs: list[TokenLogprob], tokenizer: Any) -> list[dict[str, Any]]:
+    """OpenAI's chat `logprobs.content`: per token its text, bytes, log-probability and alternatives."""
+    def entry(token_id: int, logprob: float) -> dict[str, Any]:
+        text = tokenizer.decode([token_id])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return [{**entry(item.token_id, item.logprob), "top_logprobs": [entry(i, lp) for i, lp in item.top]}
+            for item in logprobs]
 
 
 def _code_for(exc: InvalidRequest) -> str | None:
