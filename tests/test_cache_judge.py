@@ -211,6 +211,29 @@ async def test_the_judge_sees_the_candidate_the_verifier_likes_best(
     assert lookup.status == "semantic-hit" and lookup.events == answer("reversed() or [::-1]")
 
 
+class OneWayJudge(FixedJudge):
+    """Accepts the cached request first and the new one second, refuses the other order: how a judge
+    treats an added condition ("… in place?" answered for "…?" but not the other way round)."""
+
+    async def log_odds(self, cached_prompt: str, prompt: str) -> float:
+        self.calls.append((cached_prompt, prompt))
+        return 5.0 if cached_prompt.startswith("How do I") else -5.0
+
+
+@pytest.mark.parametrize(("both_ways", "status", "calls"), [(False, "semantic-hit", 1), (True, "miss", 2)])
+async def test_judged_both_ways_a_one_sided_yes_is_a_miss(
+    redis_server: RedisServerProcess, embed: Callable[[str], np.ndarray], both_ways: bool, status: str, calls: int,
+) -> None:
+    cache = make_cache(redis_server, judge_both_ways=both_ways)
+    cache.judge = judge = OneWayJudge()
+    await store_embedded(cache, embed, chat("How do I reverse a list in Python?"), "reversed()")
+    query = chat("How can I reverse a Python list?")
+    lookup = await cache.lookup(TENANT, query, embed(query.prompt_text()))
+    await cache.close()
+    assert lookup.status == status and len(judge.calls) == calls
+    assert judge.calls[1:] == [("How can I reverse a Python list?", "How do I reverse a list in Python?")][: calls - 1]
+
+
 async def test_the_exact_cache_never_asks_the_judge(redis_server: RedisServerProcess) -> None:
     cache = make_cache(redis_server)
     cache.judge = judge = FixedJudge(-5.0)

@@ -104,9 +104,10 @@ def load_judge(model: str) -> Judge:
 
 async def store_table(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray], threshold: float,
                       quantization: str, min_probability: float, model: VerifierModel,
-                      judge: Judge | None = None) -> None:
+                      judge: Judge | None = None, judge_both_ways: bool = False) -> None:
     config = CacheConfig(similarity_threshold=threshold, vector_quantization=quantization,
-                         verifier_min_probability=min_probability, verifier_model=model)
+                         verifier_min_probability=min_probability, verifier_model=model,
+                         judge_both_ways=judge_both_ways)
     cache = await ResponseCache.open(config)
     timed = cache.judge = TimedJudge(judge) if judge is not None else None
     try:
@@ -161,6 +162,7 @@ def main() -> None:
                         default=CacheConfig().vector_quantization)
     parser.add_argument("--judge", metavar="MODEL", help="judge would-be hits with this model in-process "
                         "(the gateway's default: the large tier's, qwen2.5-coder-1.5b-instruct)")
+    parser.add_argument("--judge-both-ways", action="store_true", help="cache.judge_both_ways")
     args = parser.parse_args()
     judge = load_judge(args.judge) if args.judge else None
     pairs = load_pairs(args.pairs)
@@ -171,7 +173,8 @@ def main() -> None:
                            else default_min_probability(args.model))
     pair_table(pairs, vectors, min_probability, args.model)
     for threshold in args.threshold:
-        asyncio.run(store_table(pairs, vectors, threshold, args.quantization, min_probability, args.model, judge))
+        asyncio.run(store_table(pairs, vectors, threshold, args.quantization, min_probability, args.model, judge,
+                                args.judge_both_ways))
 
 
 if __name__ == "__main__":

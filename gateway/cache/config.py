@@ -68,6 +68,10 @@ class CacheConfig(BaseModel):
     judge_min_log_odds: float = Field(
         1.0, description="the bar of that sum; the judge's log-odds are log P(yes) - log P(no) of its next token "
         "(a server that returns no logprobs: a bare 'yes' counts as 0, a 'no' as -inf)")
+    judge_both_ways: bool = Field(
+        False, description="ask the judge a second time with the two requests swapped, and count the lower "
+        "log-odds: an added condition is often accepted one way only. Fewer false hits for a second verdict "
+        "per would-be hit (bench/cache/RESULTS.md); the second is asked only when the first passes")
     judge_timeout_s: float = Field(20.0, gt=0, description="a later verdict counts as a refusal: a miss")
     semantic_candidates: int = Field(4, ge=1, description="neighbours checked against the guards")
     semantic_max_prompt_chars: int = Field(

@@ -321,14 +321,18 @@ class ResponseCache:
         """The judge's log-odds plus the verifier's, weighted, against the bar. An error or a late verdict
         refuses (a miss costs time, a wrong hit trust)."""
         assert self.judge is not None
-        try:
-            log_odds = await asyncio.wait_for(self.judge.log_odds(neighbour.prompt, text),
-                                              self.config.judge_timeout_s)
-        except Exception as exc:
-            log.warning("semantic-cache judge failed (%s); treating the candidate as a miss", exc or type(exc))
-            self.stats["judge:error"] += 1
-            return False
-        return log_odds + self.config.judge_prior_weight * _logit(probability) > self.config.judge_min_log_odds
+        orders = [(neighbour.prompt, text), (text, neighbour.prompt)][: 2 if self.config.judge_both_ways else 1]
+        prior = self.config.judge_prior_weight * _logit(probability)
+        for first, second in orders:  # the second order only for a candidate the first accepted
+            try:
+                log_odds = await asyncio.wait_for(self.judge.log_odds(first, second), self.config.judge_timeout_s)
+            except Exception as exc:
+                log.warning("semantic-cache judge failed (%s); treating the candidate as a miss", exc or type(exc))
+                self.stats["judge:error"] += 1
+                return False
+            if log_odds + prior <= self.config.judge_min_log_odds:
+                return False
+        return True
 
     @fail_open(_nothing)
     async def nearest(
