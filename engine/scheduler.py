@@ -98,8 +98,7 @@ class Scheduler:
             if seq.cancelled:
                 continue
             logits, cache, valid = self.runner.prefill(seq.prompt_ids)
-            token = sample(logits, seq.params, seq.generator)
-            seq.accept([token], token_logprobs(logits[None], [token], seq.params.top_logprobs))
+            _accept(seq, [sample(logits, seq.params, seq.generator)], logits[None])
             if not seq.finished:
                 self.kv.append_row(cache, valid)
                 self.running.append(seq)
@@ -113,14 +112,12 @@ class Scheduler:
             if seq.cancelled:
                 continue
             if not draft.tokens:
-                token = sample(row_logits[-1], seq.params, seq.generator)
-                seq.accept([token], token_logprobs(row_logits[-1:], [token], seq.params.top_logprobs))
+                _accept(seq, [sample(row_logits[-1], seq.params, seq.generator)], row_logits[-1:])
                 continue
             accepted, token = verify(row_logits, draft, seq.params, seq.generator)
             self.kv.invalidate_tail(row, len(draft.tokens) - accepted)
             seq.record_speculation(draft.source, len(draft.tokens), accepted)
-            tokens = draft.tokens[:accepted] + [token]  # row i of the logits predicts tokens[i]
-            seq.accept(tokens, token_logprobs(row_logits[: len(tokens)], tokens, seq.params.top_logprobs))
+            _accept(seq, draft.tokens[:accepted] + [token], row_logits[: accepted + 1])
         self.steps += 1
         self.kv.compact()
         self._retire()
@@ -148,3 +145,9 @@ class Scheduler:
             seq.accept([])
         self.running = []
         self.kv = BatchKV()
+
+
+def _accept(seq: Sequence, tokens: list[int], logits: torch.Tensor) -> None:
+    """Hand the sequence its new tokens; row i of `logits` is the distribution tokens[i] was chosen from
+    (for logprobs, when the request asked for them)."""
+    seq.accept(tokens, token_logprobs(logits, tokens, seq.params.top_logprobs))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 from bench.cache.semantic_bench import embed_all, load_judge, load_pairs
 from gateway.cache import CacheConfig
-from gateway.cache.verifier import assess
+from gateway.cache.verifier import assess, logit
 
 Row = dict[str, Any]
 
@@ -36,7 +35,7 @@ def record(pair_files: list[Path], out: Path, judge_model: str, shard: int, shar
     """Evidence for every pair past the cosine floor and the hard guards (resumable: rows already in `out`
     are kept). Totals per label go in too, as the denominators."""
     table: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"rows": {}, "totals": {}}
-    floor = CacheConfig().similarity_threshold
+    config = CacheConfig()
     pending: list[tuple[str, Row]] = []
     totals: Counter[str] = Counter()
     for path in pair_files:
@@ -45,9 +44,9 @@ def record(pair_files: list[Path], out: Path, judge_model: str, shard: int, shar
         for pair in pairs:
             totals[pair["label"]] += 1
             similarity = float(vectors[pair["a"]] @ vectors[pair["b"]])
-            if similarity < floor:
+            if similarity < config.similarity_threshold:
                 continue
-            assessment = assess(pair["b"], pair["a"], similarity, CacheConfig().verifier_model)
+            assessment = assess(pair["b"], pair["a"], similarity, config.verifier_model)
             if assessment.hard is None:
                 row = {"file": path.name, "label": pair["label"], "kind": pair["kind"], "cosine": similarity,
                        "p": assessment.probability}
@@ -63,11 +62,6 @@ def record(pair_files: list[Path], out: Path, judge_model: str, shard: int, shar
         if done % 25 == 0 or done == len(todo):
             out.write_text(json.dumps(table))
             print(done, flush=True)
-
-
-def logit(p: float) -> float:
-    p = min(max(p, 1e-4), 1 - 1e-4)
-    return math.log(p / (1 - p))
 
 
 def two_bars(bar: float, min_log_odds: float) -> Callable[[Row], bool]:

@@ -91,9 +91,9 @@ class EngineJudge:
         # threads at once can fail with "Already borrowed" (huggingface/tokenizers#537). Only the forward
         # pass goes to a worker thread.
         ids = self._encode(judge_messages(cached_prompt, prompt))
-        return await asyncio.to_thread(self.log_odds_of, ids)
+        return await asyncio.to_thread(self._log_odds, ids)
 
-    def log_odds_of(self, ids: list[int]) -> float:
+    def _log_odds(self, ids: list[int]) -> float:
         """The verdict for the tokenised judge chat (blocking)."""
         logprobs = self._scorer.next_token_logprobs(ids)
         return float(logprobs[self._yes].logsumexp(0) - logprobs[self._no].logsumexp(0))

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import secrets
 import time
 from collections import Counter
@@ -126,11 +125,6 @@ def redis_client(config: CacheConfig, url: str) -> Redis:
         retry=Retry(NoBackoff(), retries=1),
     )
     return Redis(connection_pool=pool)
-
-
-def _logit(probability: float) -> float:
-    p = min(max(probability, 1e-4), 1 - 1e-4)
-    return math.log(p / (1 - p))
 
 
 class ResponseCache:
@@ -322,7 +316,7 @@ class ResponseCache:
         refuses (a miss costs time, a wrong hit trust)."""
         assert self.judge is not None
         orders = [(neighbour.prompt, text), (text, neighbour.prompt)][: 2 if self.config.judge_both_ways else 1]
-        prior = self.config.judge_prior_weight * _logit(probability)
+        prior = self.config.judge_prior_weight * verifier.logit(probability)
         for first, second in orders:  # the second order only for a candidate the first accepted
             try:
                 log_odds = await asyncio.wait_for(self.judge.log_odds(first, second), self.config.judge_timeout_s)

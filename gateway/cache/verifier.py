@@ -106,6 +106,12 @@ def probability(features: tuple[float, ...]) -> float:
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
 
+def logit(probability: float) -> float:
+    """A probability as log-odds, clipped to ±9.2 so a sure 0 or 1 stays a finite piece of evidence."""
+    p = min(max(probability, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
 def model_probability(query: str, cached: str, similarity: float, model: VerifierModel,
                       signals: tuple[str | None, ...] | None = None) -> float:
     """P(paraphrase) by the chosen model (no hard guards applied)."""
