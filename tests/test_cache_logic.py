@@ -90,6 +90,7 @@ def test_cache_mode_from_headers(headers: dict[str, str], mode: str) -> None:
     ("Convert 5 km to miles", "Convert 50 km to miles", "numbers"),
     ("What is 1,000 divided by 8?", "What is 1000 divided by 9?", "numbers"),
     ("What size is A5 paper?", "What size is A4 paper?", "numbers"),  # digits inside a name
+    ("Convert 0x1F4 to decimal.", "Convert 0x2F4 to decimal.", "numbers"),  # digits after a letter
     ("Why is my build not failing?", "Why is my build failing?", "negation"),
     ("Why doesn't the cache work?", "Why does the cache work?", "negation"),
     ("How do I turn on Bluetooth?", "How do I turn off Bluetooth?", "opposite"),
@@ -116,9 +117,15 @@ def test_guards_veto_contrasts(query: str, cached: str, reason: str) -> None:
     ("e.g. how would I sort a dict by value", "How can I sort a dictionary by its values?"),
     ("How long is the drive to Boston from New York City?", "How long is the drive from New York City to Boston?"),
     ("How to add a key to a dictionary", "How do I add a key to a dictionary?"),
+    ("What is 0x1F4 in decimal?", "Convert 0x1F4 to decimal."),
+    ("How do I calibrate the bed of a 3D printer?", "How can I calibrate a 3D printer's bed?"),
 ])
 def test_guards_let_paraphrases_through(query: str, cached: str) -> None:
     assert guards.veto(query, cached) is None
+
+
+def test_letters_inside_a_word_with_digits_are_no_name_of_their_own() -> None:
+    assert guards.entities("Is an EC2 instance or a 3D printer better for 0x1F4?") == {"ec2", "3d", "0x1f4"}
 
 
 def test_a_numbered_name_on_one_side_only_is_no_number_mismatch() -> None:

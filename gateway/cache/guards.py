@@ -207,7 +207,7 @@ def entities(text: str) -> frozenset[str]:
     found = set()
     for match in _WORD.finditer(text):
         word = match.group(0)
-        if not word[0].isupper() or word.lower() in STOP_CAPITALISED:
+        if not word[0].isupper() or word.lower() in STOP_CAPITALISED or _touches_digit(text, match):
             continue
         if not _opens_sentence(text, match.start()) or (len(word) > 1 and word.isupper()):
             found.add(re.sub(r"['’]s$", "", word.lower()))
@@ -217,6 +217,11 @@ def entities(text: str) -> frozenset[str]:
     for match in _QUOTED.finditer(text):
         found.add(next(group for group in match.groups() if group).lower())
     return frozenset(found)
+
+
+def _touches_digit(text: str, match: re.Match[str]) -> bool:
+    """Letters inside a word with digits ("F" in 0x1F4, "A" in A4): that word is an identifier already."""
+    return text[match.start() - 1 : match.start()].isdigit() or text[match.end() : match.end() + 1].isdigit()
 
 
 def _opens_sentence(text: str, start: int) -> bool:
@@ -239,11 +244,12 @@ def _initialisms(text: str) -> frozenset[str]:
     return frozenset(initials[i : i + n] for n in range(2, 6) for i in range(len(initials) - n + 1))
 
 
-_LETTERS_DIGITS = re.compile(r"\b[A-Za-z]+\d[A-Za-z\d]*\b")
+_LETTERS_DIGITS = re.compile(r"\b(?=[A-Za-z\d]*[A-Za-z])[A-Za-z\d]*\d[A-Za-z\d]*\b")
 
 
 def _numbered_names(text: str) -> dict[str, frozenset[str]]:
-    """Names with digits inside (A4, mp3, x86, EC2), grouped by their letters: "a" → {"a3"}."""
+    """Words of letters and digits (A4, mp3, x86, EC2, 0x1F4), grouped by their letters: "a" → {"a3"}.
+    numbers() skips digits after a letter, so "0x1F4" / "0x2F4" differ only here."""
     found: dict[str, set[str]] = {}
     for match in _LETTERS_DIGITS.finditer(text):
         name = match.group(0).lower()
