@@ -176,13 +176,13 @@ async def test_the_cache_serves_a_semantic_hit_only_on_the_judges_yes(
         assert cache.stats[stat] == 1 and lookup.reason == "vetoed:judge"
 
 
-@pytest.mark.parametrize(("judge_log_odds", "second"), [(3.0, "semantic-hit"), (1.0, "miss")])
+@pytest.mark.parametrize(("judge_log_odds", "second"), [(3.0, "semantic-hit"), (0.5, "miss")])
 async def test_with_a_judge_the_verifier_passes_more_to_it(
     redis_server: RedisServerProcess, embed: Callable[[str], np.ndarray], judge_log_odds: float, second: str,
 ) -> None:
     """A paraphrase the verifier alone doubts (P ~0.46 < 0.55) reaches the judge (verifier_min_probability_judged),
-    and the verifier's doubt still counts there: a confident judge (3) clears the bar of 1, a lukewarm one
-    (1, minus half the verifier's log-odds) does not."""
+    and the verifier's doubt still counts there: a confident judge (3) clears the bar of 0.5, a lukewarm one
+    (0.5, minus half the verifier's log-odds) does not."""
     stored = chat("How do I select the top 10 rows in SQL?")
     reworded = chat("What's the SQL to fetch only the first 10 rows?")
     statuses = []

@@ -66,7 +66,7 @@ class CacheConfig(BaseModel):
         "judge log-odds + weight x logit(verifier P) > judge_min_log_odds, so a sure verifier lets a lukewarm "
         "judge pass and a doubtful one needs a confident judge (bench/cache/RESULTS.md)")
     judge_min_log_odds: float = Field(
-        1.0, description="the bar of that sum; the judge's log-odds are log P(yes) - log P(no) of its next token "
+        0.5, description="the bar of that sum; the judge's log-odds are log P(yes) - log P(no) of its next token "
         "(a server that returns no logprobs: a bare 'yes' counts as 0, a 'no' as -inf)")
     judge_both_ways: bool = Field(
         False, description="ask the judge a second time with the two requests swapped, and count the lower "

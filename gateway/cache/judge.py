@@ -40,17 +40,26 @@ log = logging.getLogger("turnout.cache.judge")
 INSTRUCTIONS = (
     "You check a chatbot's answer cache. A cached answer to Request 1 may be reused for Request 2 only if "
     "both ask for exactly the same thing, so that the same answer is complete and correct for both. "
-    "Rewording does not matter. A different object, tool, place, amount, direction or condition, or an "
-    "added or removed detail, does matter. Reply with yes or no."
+    "Rewording does not matter: other words, word order, tone or length with the same meaning is the same "
+    "request. Anything that changes the answer matters: a different or sibling object, tool, place, amount, "
+    "direction or condition; an added or removed detail; or a different question about the same subject. "
+    "Reply with yes or no."
 )
-# Worked examples, written for this prompt (none is in a labelled pair set of bench/cache).
+# Worked examples, written for this prompt (none is in a labelled pair set of bench/cache): heavy rewordings
+# that are the same request, and the kinds of contrast a small judge let through with fewer examples (a
+# sibling vegetable, another question about the same crampons).
 EXAMPLES = (
     ("How do I boil an egg?", "What's the way to hard-boil eggs?", "yes"),
     ("How do I convert a list to a string in Python?", "How do I convert a list to a set in Python?", "no"),
-    ("Which city is the capital of Australia?", "What is Australia's capital city?", "yes"),
+    ("My car's windscreen fogs up on the inside every morning - what can I do?",
+     "How do I stop the inside of my car windshield misting over in the mornings?", "yes"),
     ("How do I unclog a sink?", "How do I unclog a kitchen sink without chemicals?", "no"),
+    ("Which city is the capital of Australia?", "What is Australia's capital city?", "yes"),
+    ("How long do I steam cauliflower florets?", "How long do I steam green beans?", "no"),
     ("How can I learn Spanish quickly?", "Best way to learn Spanish fast?", "yes"),
+    ("How do I fit crampons to my hiking boots?", "How do I sharpen the points of my crampons?", "no"),
     ("How do I increase the font size in VS Code?", "How do I decrease the font size in VS Code?", "no"),
+    ("Could you explain how a sextant works?", "sextant - how does it work?", "yes"),
 )
 
 
