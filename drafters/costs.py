@@ -7,16 +7,18 @@ import time
 import torch
 from transformers import DynamicCache
 
+from engine.kv import cache_argument
+
 
 @torch.inference_mode()
 def step_time(model: torch.nn.Module, width: int, context: int = 256, repeats: int = 5, rows: int = 1) -> float:
     """Seconds for one forward of `width` new tokens in each of `rows` sequences over a `context`-token KV cache."""
     cache = DynamicCache(config=model.config)
-    model(input_ids=torch.randint(0, 1000, (rows, context)), past_key_values=cache, use_cache=True)
+    model(input_ids=torch.randint(0, 1000, (rows, context)), **cache_argument(cache), use_cache=True)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model(input_ids=torch.randint(0, 1000, (rows, width)), past_key_values=cache, use_cache=True)
+        model(input_ids=torch.randint(0, 1000, (rows, width)), **cache_argument(cache), use_cache=True)
         times.append(time.perf_counter() - start)
         for layer in cache.layers:
             layer.keys, layer.values = layer.keys[:, :, :context], layer.values[:, :, :context]

@@ -17,7 +17,7 @@ from drafters.base import Draft, DraftContext
 from drafters.costs import draft_step_cost
 from drafters.quantize import CALIBRATION_TEXT, quantize_draft
 from drafters.vocab import frequent_tokens, restrict_head
-from engine.kv import crop_cache
+from engine.kv import cache_argument, crop_cache
 from engine.loader import LoadedModel
 from engine.sampling import make_generator, probabilities
 from engine.store import turnout_home
@@ -87,7 +87,7 @@ class ModelDrafter:
         return Draft(tokens=tokens, probs=torch.stack(rows) if rows else None, source=self.name)
 
     def _forward(self, ids: list[int], cache: DynamicCache) -> torch.Tensor:
-        out = self.model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=torch.tensor([ids]), **cache_argument(cache), use_cache=True, logits_to_keep=1)
         logits = out.logits[0, -1].float()
         if self.kept_tokens is not None:  # back to the full vocabulary; tokens left out are never proposed
             logits = logits.new_full((self.target_vocab,), float("-inf")).index_copy_(0, self.kept_tokens, logits)

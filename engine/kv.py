@@ -8,8 +8,18 @@ without copying anyone's cache. `compact()` squeezes the holes out when they gro
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import torch
 from transformers import DynamicCache
+
+_CACHE_ARGUMENT = "cache" if tuple(map(int, version("transformers").split(".")[:2])) >= (5, 24) else "past_key_values"
+
+
+def cache_argument(cache: DynamicCache | None) -> dict[str, DynamicCache | None]:
+    """The KV cache as forward()'s keyword: transformers 5.24 renamed past_key_values to cache (warning on
+    the old name every run), and 5.40 drops the old name."""
+    return {_CACHE_ARGUMENT: cache}
 
 
 def _layers(cache: DynamicCache) -> list:

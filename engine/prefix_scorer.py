@@ -13,7 +13,7 @@ import threading
 import torch
 from transformers import DynamicCache
 
-from engine.kv import crop_cache
+from engine.kv import cache_argument, crop_cache
 from engine.loader import LoadedModel
 
 
@@ -41,7 +41,7 @@ class PrefixScorer:
         with self._lock:
             cache = self._prefix_cache()
             try:
-                out = self.loaded.model(input_ids=self._tensor(ids[prefix_length:]), past_key_values=cache,
+                out = self.loaded.model(input_ids=self._tensor(ids[prefix_length:]), **cache_argument(cache),
                                         use_cache=True, logits_to_keep=1)
             finally:
                 crop_cache(cache, prefix_length)
@@ -50,7 +50,7 @@ class PrefixScorer:
     def _prefix_cache(self) -> DynamicCache:
         if self._cache is None:
             cache = DynamicCache(config=self.loaded.model.config)
-            self.loaded.model(input_ids=self._tensor(self.prefix_ids), past_key_values=cache, use_cache=True,
+            self.loaded.model(input_ids=self._tensor(self.prefix_ids), **cache_argument(cache), use_cache=True,
                               logits_to_keep=1)
             self._cache = cache
         return self._cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from engine.kv import BatchKV
+from engine.kv import BatchKV, cache_argument
 from engine.loader import LoadedModel
 
 
@@ -24,7 +24,7 @@ class ModelRunner:
         """Run a prompt alone; return the last position's logits, its cache and its validity mask."""
         cache = DynamicCache(config=self.model.config)
         ids = torch.tensor([prompt_ids], device=self.device)
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=ids, **cache_argument(cache), use_cache=True, logits_to_keep=1)
         return out.logits[0, -1].float().cpu(), cache, torch.ones((1, len(prompt_ids)), dtype=torch.bool)
 
     @torch.inference_mode()
@@ -42,7 +42,7 @@ class ModelRunner:
             input_ids=input_ids.to(self.device),
             attention_mask=attention.long().to(self.device),
             position_ids=positions.to(self.device),
-            past_key_values=kv.cache,
+            **cache_argument(kv.cache),
             use_cache=True,
         )
         kv.valid = attention
