@@ -4,7 +4,8 @@ A judge verdict costs ~1.4 s on this CPU, so the pair-mode evidence (cosine, har
 log-odds) is recorded once per pair and every policy is scored offline from it:
 
 - "two bars": the verifier's P ≥ b, then the judge's log-odds > j (the default until 2026-12-01);
-- "summed": P ≥ floor to be judged at all, then log-odds + w · logit(P) > bar (the default since).
+- "summed": P ≥ floor to be judged at all, then log-odds + w · logit(P) > bar (the default since; bar 0.5
+  with the judge prompt of 2026-12-01, session 8, 1.0 before).
 
     .venv/bin/python -m bench.cache.judge_grid record --out /tmp/judge_table.json \\
         [--shard I N] --pairs bench/cache/pairs.jsonl bench/cache/pairs_holdout*.jsonl  # ~45 min on two cores
@@ -90,7 +91,7 @@ def grid(table_paths: list[Path]) -> None:
     for b in (0.35, 0.25, 0.15, 0.10, 0.05):
         print(f"| {b} | " + " | ".join(score(rows, totals, two_bars(b, j)) for j in js) + " |")
     print("\nsummed: verifier P ≥ floor, then judge log-odds + w · logit(P) > bar\n")
-    bars = (0.8, 1.0, 1.2)
+    bars = (0.0, 0.5, 0.8, 1.0, 1.2, 1.5, 2.0)
     print("| floor | w | " + " | ".join(f"bar {bar}" for bar in bars) + " |\n|---|---" + "|---" * len(bars) + "|")
     for floor in (0.0, 0.05, 0.10, 0.20):
         for weight in (0.25, 0.5, 1.0):
