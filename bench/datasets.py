@@ -34,6 +34,12 @@ def mtbench_questions() -> list[str]:
     return [json.loads(line)["turns"][0] for line in lines if line.strip()]
 
 
+def mtbench_conversations() -> list[tuple[str, str]]:
+    """Both turns of the 80 MT-Bench questions (a question and its follow-up)."""
+    lines = wheel_member(*MTBENCH).decode().splitlines()
+    return [tuple(json.loads(line)["turns"][:2]) for line in lines if line.strip()]
+
+
 def sharegpt_conversations() -> list[dict]:
     """Every complete ShareGPT V3 conversation in the packaged file."""
     return _complete_items(wheel_member(*SHAREGPT).decode())

@@ -35,6 +35,7 @@ class DraftContext(Protocol):
     all_ids: list[int]
     output_ids: list[int]
     reference_ids: list[int]
+    cache_scope: str
     params: SamplingParams
 
     def draft_k(self, source: str, cost: float) -> int:

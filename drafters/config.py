@@ -37,7 +37,9 @@ class SpeculativeConfig:
             raise ValueError("num_speculative_tokens must be between 1 and max_speculative_tokens")
 
 
-def build_drafter(config: SpeculativeConfig, target: LoadedModel, *, progress: bool = True) -> Drafter | None:
+def build_drafter(config: SpeculativeConfig, target: LoadedModel, *, progress: bool = True,
+                  prefix_cache_mb: float = 0.0) -> Drafter | None:
+    """`prefix_cache_mb`: memory for the draft model's own reusable prompt KV (0: none)."""
     if config.method == "none":
         return None
     if config.method == "eagle3":
@@ -56,8 +58,11 @@ def build_drafter(config: SpeculativeConfig, target: LoadedModel, *, progress: b
                            pack=not config.draft_int8)
         if draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
             raise ValueError(f"draft model {config.draft_model} does not share the target's tokenizer")
+        from engine.prefix_cache import PrefixCache
+
+        prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         model_drafter = ModelDrafter(draft, target=target.model, int8=config.draft_int8,
-                                     vocab=config.draft_vocab)
+                                     vocab=config.draft_vocab, prefix_cache=prefix_cache)
         log.info("draft model %s: one draft step costs %.2f target steps", config.draft_model, model_drafter.cost)
         drafters.append(model_drafter)
     return drafters[0] if len(drafters) == 1 else FirstProposal(drafters)

@@ -17,8 +17,9 @@ from drafters.base import Draft, DraftContext
 from drafters.costs import draft_step_cost
 from drafters.quantize import CALIBRATION_TEXT, quantize_draft
 from drafters.vocab import frequent_tokens, restrict_head
-from engine.kv import cache_argument, crop_cache
+from engine.kv import cache_argument, cache_from_layers, cache_layers, crop_cache
 from engine.loader import LoadedModel
+from engine.prefix_cache import NO_MATCH, PrefixCache
 from engine.sampling import make_generator, probabilities
 from engine.store import turnout_home
 
@@ -32,8 +33,10 @@ class _State:
 
 class ModelDrafter:
     def __init__(self, loaded: LoadedModel, *, target: torch.nn.Module, int8: bool = True,
-                 vocab: int = 0, threads: int | None = None):
-        """`vocab`: draft only among this many most frequent tokens (drafters/vocab.py); 0 for all."""
+                 vocab: int = 0, threads: int | None = None, prefix_cache: PrefixCache | None = None):
+        """`vocab`: draft only among this many most frequent tokens (drafters/vocab.py); 0 for all.
+        `prefix_cache`: the draft model's own, so a new sequence skips the draft prefill of a prompt
+        start it has seen (as the target does)."""
         self.name = f"draft_model:{loaded.model_id}"
         self.model = loaded.model
         self.kept_tokens = frequent_tokens(loaded.tokenizer, vocab) if vocab else None
@@ -46,6 +49,7 @@ class ModelDrafter:
         self.target_vocab = target.config.vocab_size
         self.cost = draft_step_cost(self.model, target)  # what adaptive k weighs a drafted token at
         self.threads = threads
+        self.prefix_cache = prefix_cache
         self._states: dict[int, _State] = {}
 
     @torch.inference_mode()
@@ -62,12 +66,14 @@ class ModelDrafter:
             torch.set_num_threads(previous)
 
     def _propose(self, seq: DraftContext, k: int, greedy: bool) -> Draft:
+        ids = seq.all_ids
         state = self._states.get(seq.id)
         if state is None:
-            state = self._states[seq.id] = _State(cache=DynamicCache(config=self.model.config))
+            prefix = self.prefix_cache.match(seq.cache_scope, ids) if self.prefix_cache is not None else NO_MATCH
+            state = self._states[seq.id] = _State(cache=cache_from_layers(self.model.config, prefix.layers),
+                                                  consumed=ids[: prefix.tokens])
             if not greedy:
                 state.generator = make_generator(seq.params.seed)
-        ids = seq.all_ids
         keep = min(_common_prefix(state.consumed, ids), len(ids) - 1)
         crop_cache(state.cache, keep)
         logits = self._forward(ids[keep:], state.cache)
@@ -96,7 +102,9 @@ class ModelDrafter:
         return logits[: self.target_vocab]
 
     def release(self, seq: DraftContext) -> None:
-        self._states.pop(seq.id, None)
+        state = self._states.pop(seq.id, None)
+        if state is not None and self.prefix_cache is not None:  # the cache holds exactly `consumed`
+            self.prefix_cache.store(seq.cache_scope, state.consumed, cache_layers(state.cache))
 
 
 def _slug(model_id: str) -> str:

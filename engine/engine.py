@@ -12,27 +12,34 @@ from typing import Any
 from drafters.config import SpeculativeConfig, build_drafter
 from engine.detok import IncrementalDetokenizer, StopStringFilter
 from engine.loader import DEFAULT_MAX_CONTEXT, LOAD_LOCK, LoadedModel, load_model
+from engine.prefix_cache import PrefixCache
 from engine.runner import ModelRunner
 from engine.sampling import make_generator
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence
 from engine.types import Delta, EngineError, InvalidRequest, SamplingParams
 
+DEFAULT_PREFIX_CACHE_MB = 256.0  # ~4,600 tokens of the 1.5B's KV (fp32), ~10,900 of the 0.5B's
+
 
 class Engine:
     def __init__(self, loaded: LoadedModel, *, max_batch_size: int = 8, max_waiting: int = 64,
                  prefill_threads: int | None = None, decode_threads: int | None = None,
-                 speculative: SpeculativeConfig | None = None, progress: bool = True):
+                 speculative: SpeculativeConfig | None = None, progress: bool = True,
+                 prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB):
+        """`prefix_cache_mb`: memory for reusable prompt KV (engine/prefix_cache.py), as much again for the
+        draft model's; 0 turns prefix caching off."""
         self.loaded = loaded
         self.speculative = speculative or SpeculativeConfig()
         self.model_id = loaded.model_id
         self.context_length = loaded.context_length
         self.tokenizer = loaded.tokenizer
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         self.scheduler = Scheduler(
             ModelRunner(loaded), max_batch_size=max_batch_size, max_waiting=max_waiting,
             prefill_threads=prefill_threads, decode_threads=decode_threads,
-            drafter=build_drafter(self.speculative, loaded, progress=progress),
-            max_speculative_batch=self.speculative.max_batch,
+            drafter=build_drafter(self.speculative, loaded, progress=progress, prefix_cache_mb=prefix_cache_mb),
+            max_speculative_batch=self.speculative.max_batch, prefix_cache=self.prefix_cache,
         )
 
     @classmethod
@@ -64,11 +71,12 @@ class Engine:
         return self.tokenizer.encode(text)
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams, *, speculative: bool = True,
-                       reference_ids: list[int] | None = None) -> AsyncIterator[Delta]:
+                       reference_ids: list[int] | None = None, cache_scope: str = "") -> AsyncIterator[Delta]:
         """Stream Deltas. Raises EngineOverloaded or InvalidRequest before the first delta.
         Closing or cancelling the iterator frees the sequence's batch slot at the next step.
         `reference_ids`: a likely answer (e.g. a cached response to a similar prompt) that the
-        n-gram drafter may copy from; it only changes speed, never the output."""
+        n-gram drafter may copy from; it only changes speed, never the output. `cache_scope`: whose
+        earlier prompts' KV this one may reuse (the gateway passes the tenant)."""
         params.validate()
         if not prompt_ids:
             raise InvalidRequest("prompt must not be empty", "prompt")
@@ -98,6 +106,7 @@ class Engine:
             eos_token_ids=self.loaded.eos_token_ids,
             speculative=speculative,
             reference_ids=list(reference_ids or []),
+            cache_scope=cache_scope,
             draft_start_k=self.speculative.num_speculative_tokens,
             draft_k_max=self.speculative.max_speculative_tokens,
         )

@@ -11,7 +11,9 @@ from __future__ import annotations
 from importlib.metadata import version
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, PretrainedConfig
+
+from engine.prefix_cache import Layers
 
 _CACHE_ARGUMENT = "cache" if tuple(map(int, version("transformers").split(".")[:2])) >= (5, 24) else "past_key_values"
 
@@ -24,6 +26,19 @@ def cache_argument(cache: DynamicCache | None) -> dict[str, DynamicCache | None]
 
 def _layers(cache: DynamicCache) -> list:
     return [layer for layer in cache.layers if layer.keys is not None and layer.keys.numel()]
+
+
+def cache_layers(cache: DynamicCache) -> Layers:
+    """A batch-1 cache's (keys, values) per layer, for the prefix cache (no copy)."""
+    return [(layer.keys, layer.values) for layer in _layers(cache)]
+
+
+def cache_from_layers(config: PretrainedConfig, layers: Layers) -> DynamicCache:
+    """A fresh cache holding a copy of `layers` (a stored prefix), ready to be extended."""
+    cache = DynamicCache(config=config)
+    for index, (keys, values) in enumerate(layers):
+        cache.update(keys, values, index)
+    return cache
 
 
 class BatchKV:
@@ -67,6 +82,12 @@ class BatchKV:
                 layer.values = layer.values.index_select(0, index)
             self.valid = self.valid.index_select(0, index)
         self._trim_leading()
+
+    def row_layers(self, row: int, tokens: int) -> Layers:
+        """A copy of the first `tokens` valid positions of `row`, holes and padding squeezed out."""
+        columns = torch.nonzero(self.valid[row]).flatten()[:tokens]
+        return [(layer.keys[row : row + 1].index_select(2, columns),
+                 layer.values[row : row + 1].index_select(2, columns)) for layer in _layers(self.cache)]
 
     def invalidate_tail(self, row: int, count: int) -> None:
         """Mark the last `count` valid columns of `row` invalid (rejected speculative tokens)."""

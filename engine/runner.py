@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from engine.kv import BatchKV, cache_argument
+from engine.kv import BatchKV, cache_argument, cache_from_layers
 from engine.loader import LoadedModel
+from engine.prefix_cache import NO_MATCH, PrefixMatch
 
 
 class ModelRunner:
@@ -20,10 +21,12 @@ class ModelRunner:
         self.pad_id = loaded.tokenizer.pad_token_id or 0
 
     @torch.inference_mode()
-    def prefill(self, prompt_ids: list[int]) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
-        """Run a prompt alone; return the last position's logits, its cache and its validity mask."""
-        cache = DynamicCache(config=self.model.config)
-        ids = torch.tensor([prompt_ids], device=self.device)
+    def prefill(self, prompt_ids: list[int], prefix: PrefixMatch = NO_MATCH
+                ) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
+        """Run a prompt alone, after `prefix` (its first tokens' KV from the prefix cache); return the
+        last position's logits, the prompt's cache and its validity mask."""
+        cache = cache_from_layers(self.model.config, prefix.layers)
+        ids = torch.tensor([prompt_ids[prefix.tokens :]], device=self.device)
         out = self.model(input_ids=ids, **cache_argument(cache), use_cache=True, logits_to_keep=1)
         return out.logits[0, -1].float().cpu(), cache, torch.ones((1, len(prompt_ids)), dtype=torch.bool)
 

@@ -15,7 +15,8 @@ import torch
 
 from drafters.base import EMPTY, Draft, Drafter
 from drafters.verify import verify
-from engine.kv import BatchKV
+from engine.kv import BatchKV, cache_layers
+from engine.prefix_cache import NO_MATCH, PrefixCache
 from engine.runner import ModelRunner
 from engine.sampling import sample, token_logprobs
 from engine.sequence import Sequence
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 class Scheduler:
     def __init__(self, runner: ModelRunner, *, max_batch_size: int = 8, max_waiting: int = 64,
                  prefill_threads: int | None = None, decode_threads: int | None = None,
-                 drafter: Drafter | None = None, max_speculative_batch: int = 4):
+                 drafter: Drafter | None = None, max_speculative_batch: int = 4,
+                 prefix_cache: PrefixCache | None = None):
         self.runner = runner
+        self.prefix_cache = prefix_cache
         self.drafter = drafter
         self.max_speculative_batch = max_speculative_batch
         self.max_batch_size = max_batch_size
@@ -97,7 +100,11 @@ class Scheduler:
                 seq = self.waiting.popleft()
             if seq.cancelled:
                 continue
-            logits, cache, valid = self.runner.prefill(seq.prompt_ids)
+            prefix = NO_MATCH if self.prefix_cache is None else self.prefix_cache.match(seq.cache_scope, seq.prompt_ids)
+            logits, cache, valid = self.runner.prefill(seq.prompt_ids, prefix)
+            seq.cached_tokens = prefix.tokens
+            if self.prefix_cache is not None:  # now, so requests arriving while this one runs share its prompt
+                self.prefix_cache.store(seq.cache_scope, seq.prompt_ids, cache_layers(cache))
             _accept(seq, [sample(logits, seq.params, seq.generator)], logits[None])
             if not seq.finished:
                 self.kv.append_row(cache, valid)
@@ -132,12 +139,24 @@ class Scheduler:
     def _retire(self) -> None:
         keep = [i for i, seq in enumerate(self.running) if not (seq.finished or seq.cancelled)]
         if len(keep) != len(self.running):
+            if self.prefix_cache is not None:
+                for row, seq in enumerate(self.running):
+                    if row not in keep:
+                        self._remember(row, seq)
             if self.drafter:
                 for seq in self.running:
                     if seq.finished or seq.cancelled:
                         self.drafter.release(seq)
             self.running = [self.running[i] for i in keep]
             self.kv.keep_rows(keep)
+
+    def _remember(self, row: int, seq: Sequence) -> None:
+        """Keep a leaving sequence's prompt and answer for the prefix cache: a chat's next turn starts
+        with both. Rejected drafts are not valid positions; tokens fed after an end of sequence that the
+        answer dropped are cut off by the length."""
+        assert self.prefix_cache is not None
+        tokens = min(int(self.kv.valid[row].sum()), len(seq.all_ids))
+        self.prefix_cache.store(seq.cache_scope, seq.all_ids[:tokens], self.kv.row_layers(row, tokens))
 
     def _fail_all(self) -> None:
         for seq in self.running:

@@ -27,6 +27,8 @@ class Sequence:
     eos_token_ids: frozenset[int]
     speculative: bool = True
     reference_ids: list[int] = field(default_factory=list)
+    cache_scope: str = ""  # prefix-cache namespace (the gateway's tenant): KV is reused only within it
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache instead of prefilled
     draft_start_k: int = 4  # speculative.num_speculative_tokens: each source's k until it has been verified
     draft_k_max: int = 16
     draft_lengths: dict[str, AdaptiveK] = field(default_factory=dict)  # per drafter (Draft.source)
@@ -91,7 +93,8 @@ class Sequence:
                 self.emit(Delta(text=text, token_ids=taken, logprobs=taken_logprobs))
             return
         text += self.stop_filter.flush()
-        usage = Usage(prompt_tokens=len(self.prompt_ids), completion_tokens=len(self.output_ids))
+        usage = Usage(prompt_tokens=len(self.prompt_ids), completion_tokens=len(self.output_ids),
+                      cached_tokens=self.cached_tokens)
         spec = self.spec if self.spec.num_drafts else None
         self.emit(Delta(text=text, token_ids=taken, finish_reason=self.finish_reason, usage=usage, spec=spec,
                         logprobs=taken_logprobs))

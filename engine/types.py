@@ -63,6 +63,7 @@ class SamplingParams:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (OpenAI's prompt_tokens_details)
 
     @property
     def total_tokens(self) -> int:

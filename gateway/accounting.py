@@ -131,6 +131,8 @@ class Accountant:
         m.tokens.labels(tier, model, "prompt").inc(prompt)
         m.tokens.labels(tier, model, "completion").inc(completion)
         m.cost.labels(tier, model).inc(cost)
+        details = (outcome.usage or {}).get("prompt_tokens_details") or {}
+        m.prompt_cached_tokens.labels(tier, model).inc(int(details.get("cached_tokens") or 0))
         self._observe_speculation(tier, model, (outcome.usage or {}).get("speculative"))
 
     def _observe_speculation(self, tier: str, model: str, counters: Mapping[str, Any] | None) -> None:

@@ -102,6 +102,11 @@ class DeploymentConfig(_Strict):
     max_batch_size: int = Field(8, ge=1)
     max_waiting: int = Field(64, ge=0)
     context_length: int | None = Field(None, ge=1)
+    prefix_cache_mb: float = Field(256.0, ge=0, description="embedded: memory for reusable prompt KV per model "
+                                   "(the target's, and as much for a draft model's); 0 turns it off")
+    cache_salt: bool = Field(False, description="openai kind: send each request's tenant as vLLM's cache_salt "
+                             "(vLLM >= 0.9, or turnout's engine server), so the server's prefix cache is not "
+                             "shared across tenants")
     speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
     name: str | None = Field(None, description="id in x-turnout-deployment and /ready; default <tier>-<n>")
     health: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
@@ -119,6 +124,13 @@ class DeploymentConfig(_Strict):
         if kind == "embedded" and url:
             raise ValueError("kind embedded runs in-process and takes no url")
         return url
+
+    @model_validator(mode="after")
+    def _cache_salt_needs_a_server(self) -> DeploymentConfig:
+        if self.cache_salt and self.kind != "openai":
+            raise ValueError("cache_salt is sent to an OpenAI-compatible server (kind openai); the embedded engine "
+                             "always keeps tenants' prefix caches apart")
+        return self
 
 
     @model_validator(mode="after")

@@ -44,6 +44,9 @@ class Metrics:
                                              buckets=LATENCY_BUCKETS, registry=r)
         self.tokens = Counter("turnout_tokens", "Tokens processed by backends (cache hits excluded)",
                               ["tier", "model", "type"], registry=r)
+        self.prompt_cached_tokens = Counter("turnout_prompt_cached_tokens", "Prompt tokens the backend took from "
+                                            "its prefix cache instead of prefilling (usage.prompt_tokens_details."
+                                            "cached_tokens)", ["tier", "model"], registry=r)
         self.router_decisions = Counter("turnout_router_decisions", "Routing decisions by tier and reason",
                                         ["tier", "reason"], registry=r)
         self.router_score = Histogram("turnout_router_score", "Router score, P(the large model is needed)",

@@ -57,6 +57,13 @@ class RequestContext:
         return _token_tenant(self.api_key)
 
 
+def _cache_scope(tenant: str, request: BackendRequest) -> str:
+    """Whose prefix-cache entries a request may reuse: its tenant's, narrowed by a client's cache_salt
+    (vLLM's field), so that callers within a tenant can keep theirs apart too."""
+    salt = request.params.get("cache_salt")
+    return f"{tenant}/{salt}" if salt else tenant
+
+
 @functools.lru_cache(maxsize=4096)
 def _token_tenant(api_key: str) -> str:
     return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
@@ -113,9 +120,11 @@ class Pipeline:
 
         # 7. serve from a replica that answers (retries and tier fallback before the first event;
         #    gateway/failover.py), with, for retrieval drafting, the closest cached answer (speed
-        #    only: the model verifies every drafted token).
+        #    only: the model verifies every drafted token), and the tenant, whose earlier prompts' KV
+        #    alone the engine may reuse.
         reference = await self._reference(tenant, asked, embedding, route)
-        serving = self.failover.serve(route, replace(request, reference=reference))
+        serving = self.failover.serve(route, replace(request, reference=reference,
+                                                     cache_scope=_cache_scope(tenant, request)))
         events = serving.events()
         # 8. tee to the cache writer (one backend call for concurrent identical misses).
         if self.cache is not None and lookup is not None and lookup.key is not None:

@@ -47,6 +47,7 @@ class GenerationRequest(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     user: str | None = None
+    cache_salt: str | None = Field(None, min_length=1, max_length=256)  # vLLM's: a prefix-cache namespace
 
     @field_validator("stop")
     @classmethod

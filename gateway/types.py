@@ -40,6 +40,7 @@ class BackendRequest:
     params: dict[str, Any] = field(default_factory=dict)
     speculative: bool = True
     reference: str | None = None  # a likely answer (a cached reply to a similar prompt) to draft from
+    cache_scope: str = ""  # whose earlier prompts' KV an engine may reuse (the tenant; prefix caching)
 
     def prompt_text(self) -> str:
         """The text the router and the semantic cache look at: the last user turn, or the prompt."""

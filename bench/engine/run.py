@@ -40,7 +40,7 @@ def transformers_reference(engine: Engine, prompt: str, tokens: int) -> float:
 
 
 async def bench_model(name: str, tokens: int, concurrency: int) -> list[object]:
-    engine = Engine.load(name, max_batch_size=concurrency, speculative=None)
+    engine = Engine.load(name, max_batch_size=concurrency, speculative=None, prefix_cache_mb=0)  # batching alone
     params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
     try:
         await timed_generate(engine, "warm up", SamplingParams(max_tokens=4, temperature=0.0))

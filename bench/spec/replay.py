@@ -94,7 +94,7 @@ async def record(path: Path, first: int, questions: int, tokens: int) -> None:
     from drafters.model import ModelDrafter
     from engine.engine import Engine
 
-    engine = Engine.load(TARGET, max_batch_size=1)
+    engine = Engine.load(TARGET, max_batch_size=1, prefix_cache_mb=0)
     engine.scheduler.drafter = build_drafter(SpeculativeConfig(method="ngram"), engine.loaded)
     draft = build_drafter(SpeculativeConfig(method="draft_model", draft_model=DRAFT), engine.loaded)
     assert isinstance(draft, ModelDrafter)

@@ -34,6 +34,7 @@ EDIT = ("Rename the function in this Python code to `solution` and add a one-lin
 
 Messages = list[dict[str, str]]
 NEAR_DUPLICATES = {"near-dup": "reworded", "near-dup-edited": "edited", "near-dup-clock": "clock"}
+PREFILL_ONLY = SamplingParams(max_tokens=1, temperature=0.0)
 CLOCK = "You are a helpful assistant. The current time is 2026-11-30 {} UTC."
 
 
@@ -54,13 +55,20 @@ def near_duplicate(kind: str, question: str) -> tuple[Messages, Messages]:
 
 
 async def measure(engine: Engine, prompts: list[str] | list[Messages], params: SamplingParams,
-                  references: list[list[int]] | None = None) -> tuple[list[Timing], list[Timing]]:
-    """Off and on interleaved prompt by prompt, so load drift on the machine hits both alike."""
+                  references: list[list[int]] | None = None, originals: list[Messages] | None = None
+                  ) -> tuple[list[Timing], list[Timing]]:
+    """Off and on interleaved prompt by prompt, so load drift on the machine hits both alike. Each run
+    has a prefix-cache scope of its own, holding only the original request's prompt for a near-duplicate
+    (as after serving it) and nothing otherwise: the on run never reuses the off run's prefill."""
     off, on = [], []
     for i, prompt in enumerate(prompts):
-        options = {"reference_ids": references[i]} if references else {}
-        off.append(await timed_generate(engine, prompt, params, speculative=False))
-        on.append(await timed_generate(engine, prompt, params, speculative=True, **options))
+        for speculative, runs in ((False, off), (True, on)):
+            scope = f"{'on' if speculative else 'off'}-{i}"
+            if originals and engine.prefix_cache is not None:  # prefill the original alone
+                await timed_generate(engine, originals[i], PREFILL_ONLY, speculative=False, cache_scope=scope)
+            options = {"reference_ids": references[i]} if references and speculative else {}
+            runs.append(await timed_generate(engine, prompt, params, speculative=speculative, cache_scope=scope,
+                                             **options))
         if on[-1].tokens != off[-1].tokens:
             raise AssertionError(f"speculation changed the output length on prompt {i}")
     return off, on
@@ -86,7 +94,7 @@ def summarise(name: str, drafter: str, off: list[Timing], on: list[Timing], copi
 
 
 async def run(args: argparse.Namespace) -> list[list[object]]:
-    engine = Engine.load(TARGET, max_batch_size=1)
+    engine = Engine.load(TARGET, max_batch_size=1, **({"prefix_cache_mb": 0} if args.no_prefix_cache else {}))
     loaded = engine.loaded
     params = SamplingParams(max_tokens=args.tokens, temperature=0.0)
     model = build_drafter(SpeculativeConfig(method="draft_model", draft_model=DRAFT), loaded)
@@ -106,15 +114,15 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
             kind, prompts = workloads[name]
             engine.scheduler.drafter = drafters[kind]
             engine.speculative = SpeculativeConfig(num_speculative_tokens=args.k)
-            references = None
+            references = originals = None
             if name in NEAR_DUPLICATES:  # the cache holds the model's answer to the original request
                 pairs = [near_duplicate(NEAR_DUPLICATES[name], question) for question in prompts]
                 references = [[t async for d in engine.generate(engine.encode_chat(original), params,
                                                                  speculative=False) for t in d.token_ids]
                               for original, _ in pairs]
-                prompts = [again for _, again in pairs]
+                originals, prompts = [original for original, _ in pairs], [again for _, again in pairs]
             start = time.perf_counter()
-            off, on = await measure(engine, prompts, params, references)
+            off, on = await measure(engine, prompts, params, references, originals)
             label = kind.replace("ngram", "retrieval") if name in NEAR_DUPLICATES else kind
             copied = f"{copied_share([t.token_ids for t in on], references):.0%}" if references else ""
             rows.append(summarise(name, label, off, on, copied))
@@ -135,6 +143,8 @@ def main() -> None:
                         help="drafter for the code-edit workload")
     parser.add_argument("--near-dup-drafter", choices=["ngram", "ngram+draft_model"], default="ngram",
                         help="drafter for near-duplicates: the cached answer only, or the draft model where it misses")
+    parser.add_argument("--no-prefix-cache", action="store_true",
+                        help="prefill every prompt whole (by default a near-duplicate reuses its original's prefix)")
     parser.add_argument("--workloads", nargs="+", default=["mtbench", "sharegpt", "code-edit", *NEAR_DUPLICATES])
     rows = asyncio.run(run(parser.parse_args()))
     print(markdown_table(["workload", "drafter", "prompts", "tokens (on)", "off tok/s", "on tok/s", "speedup",

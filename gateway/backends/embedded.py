@@ -42,9 +42,10 @@ def _not_text_only(value: Any) -> bool:
     return value not in (None, ["text"])
 
 
-# Fields that only shape delivery, billing or storage: nothing to honour in-process.
+# Fields that only shape delivery, billing or storage: nothing to honour in-process (cache_salt, vLLM's,
+# is already part of BackendRequest.cache_scope).
 _IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls",
-                      "prompt_cache_key", "safety_identifier"})
+                      "prompt_cache_key", "safety_identifier", "cache_salt"})
 _SAMPLING = frozenset({"max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "logprobs",
                        "top_logprobs"})
 
@@ -92,7 +93,8 @@ class EmbeddedBackend:
         try:
             self._engine = await asyncio.to_thread(
                 Engine.load, self.model, max_batch_size=d.max_batch_size, max_waiting=d.max_waiting,
-                speculative=d.speculative.engine_config(), progress=True)  # first start pulls: show it
+                speculative=d.speculative.engine_config(), prefix_cache_mb=d.prefix_cache_mb,
+                progress=True)  # first start pulls: show it
         except Exception as exc:
             self._load_error = f"{type(exc).__name__}: {exc}"
             raise
@@ -119,7 +121,7 @@ class EmbeddedBackend:
         reference = engine.encode_prompt(request.reference) if request.reference and request.speculative else None
         try:
             deltas = _as_generator(engine.generate(prompt_ids, params, speculative=request.speculative,
-                                                   reference_ids=reference))
+                                                   reference_ids=reference, cache_scope=request.cache_scope))
             async with aclosing(deltas):
                 async for delta in deltas:
                     yield _to_event(delta, engine.tokenizer)
@@ -216,7 +218,8 @@ def _to_event(delta: Delta, tokenizer: Any) -> StreamEvent:
     if delta.usage is not None:
         counts = delta.usage
         usage = {"prompt_tokens": counts.prompt_tokens, "completion_tokens": counts.completion_tokens,
-                 "total_tokens": counts.total_tokens}
+                 "total_tokens": counts.total_tokens,
+                 "prompt_tokens_details": {"cached_tokens": counts.cached_tokens}}
         if delta.spec is not None:  # vLLM's spec_decode counters, for this response
             usage["speculative"] = {
                 "num_drafts": delta.spec.num_drafts,

@@ -75,7 +75,7 @@ class OpenAIHTTPBackend:
         if self._client is None:
             raise BackendError(f"backend {self.name} is not started", 503)
         path = "/chat/completions" if request.kind == "chat" else "/completions"
-        body = upstream_body(request, self.model)
+        body = upstream_body(request, self.model, cache_salt=self.deployment.cache_salt)
         first_byte = self.deployment.first_byte_timeout_s or self.deployment.timeout_s
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         try:
@@ -100,8 +100,11 @@ class OpenAIHTTPBackend:
             response.release()  # back to the pool when read to the end, else closed (vLLM aborts)
 
 
-def upstream_body(request: BackendRequest, model: str) -> dict[str, Any]:
+def upstream_body(request: BackendRequest, model: str, *, cache_salt: bool = False) -> dict[str, Any]:
+    """`cache_salt`: name the request's prefix-cache scope (its tenant) to the server, vLLM's way."""
     body: dict[str, Any] = {"model": model, **request.params}
+    if cache_salt and request.cache_scope:
+        body["cache_salt"] = request.cache_scope
     if request.kind == "chat":
         body["messages"] = request.messages
     else:
