@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,18 @@ class UvicornServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+@contextmanager
+def running_gateway(config_yaml: str) -> Iterator[UvicornServer]:
+    """A gateway built from turnout.yaml text, served on an ephemeral port until the block ends; entered
+    once /ready answers (engines loaded, cache up)."""
+    from gateway.api import create_app
+    from gateway.config import parse_config
+
+    with UvicornServer(create_app(parse_config(config_yaml))) as server:
+        wait_until_ready(server.url)
+        yield server
 
 
 class TurnoutProcess:

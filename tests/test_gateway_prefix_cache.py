@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import openai
 import pytest
-from conftest import TurnoutProcess, UvicornServer, wait_until_ready
+from conftest import TurnoutProcess, UvicornServer, running_gateway
 from scrape import scrape, total
-
-from gateway.api import create_app
-from gateway.config import parse_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def gateway(tiny_model: str, engine_server: TurnoutProcess):
-    config = parse_config(f"""
+    with running_gateway(f"""
 tiers:
   small:
     deployments:
@@ -27,9 +24,7 @@ tiers:
       - {{kind: openai, model: {tiny_model}, url: "{engine_server.base_url}", cache_salt: true}}
 routing: {{router: none}}
 cache: {{semantic_enabled: false}}
-""")
-    with UvicornServer(create_app(config)) as server:
-        wait_until_ready(server.url)
+""") as server:
         yield server
 
 
@@ -66,15 +61,13 @@ def test_a_remote_server_keeps_tenants_apart_when_sent_cache_salt(gateway, tiny_
     assert chat(gateway, "sk-tenant-a", second, "large").usage.prompt_tokens_details.cached_tokens > 0
     assert chat(gateway, "sk-tenant-b", second, "large").usage.prompt_tokens_details.cached_tokens == 0
     # without cache_salt the server sees one caller, the gateway, and shares its cache between tenants
-    unsalted = parse_config(f"""
+    with running_gateway(f"""
 tiers:
   large:
     deployments:
       - {{kind: openai, model: {tiny_model}, url: "{engine_server.base_url}"}}
 routing: {{router: none}}
-""")
-    with UvicornServer(create_app(unsalted)) as shared:
-        wait_until_ready(shared.url)
+""") as shared:
         _, second = two_turns(shared, "large", "snow")
         assert chat(shared, "sk-tenant-b", second, "large").usage.prompt_tokens_details.cached_tokens > 0
 

@@ -47,8 +47,10 @@ class Replayed:
     def all_ids(self) -> list[int]:
         return self.prompt_ids + self.output_ids
 
+    k_max: int = 16
+
     def draft_k(self, source: str, cost: float) -> int:
-        return self.lengths.setdefault(source, AdaptiveK(k=4, draft_cost=cost)).k
+        return self.lengths.setdefault(source, AdaptiveK(k=4, k_max=self.k_max, draft_cost=cost)).k
 
 
 def model_draft(argmax: list[int], answer: list[int], i: int, k: int) -> list[int]:
@@ -69,13 +71,13 @@ def accepted_length(draft: list[int], answer: list[int], i: int) -> int:
     return n
 
 
-def replay(record: dict, policy: str, draft_cost: float) -> tuple[int, float]:
+def replay(record: dict, policy: str, draft_cost: float, k_max: int = 16) -> tuple[int, float]:
     """(tokens after the first, cost in target steps) of decoding one recorded answer under `policy`."""
     answer, argmax = record["answer"], record["draft_argmax"]
-    seq = Replayed(record["prompt_ids"], record["reference"], answer[:1])
+    seq = Replayed(record["prompt_ids"], record["reference"], answer[:1], k_max=k_max)
     lookup, i, cost = NgramDrafter(), 1, 0.0
     while i < len(answer):
-        retrieved = lookup.propose(seq, 16).tokens
+        retrieved = lookup.propose(seq, k_max).tokens
         modelled = [] if policy == "retrieval" else model_draft(argmax, answer, i, seq.draft_k("model", draft_cost))
         got_r, got_m = accepted_length(retrieved, answer, i), accepted_length(modelled, answer, i)
         use_model = not retrieved if policy == "engine" else policy == "oracle" and got_m > got_r
@@ -129,7 +131,7 @@ def teacher_forced_argmax(draft, prompt_ids: list[int], answer: list[int]) -> li
     return (draft.kept_tokens[best] if draft.kept_tokens is not None else best).tolist()
 
 
-def report(path: Path) -> None:
+def report(path: Path, k_max: int = 16) -> None:
     records = json.loads(path.read_text())
     print("| near-duplicate | answers | same as cached (prefix) | retrieval | engine | oracle |")
     print("|---|---|---|---|---|---|")
@@ -138,7 +140,7 @@ def report(path: Path) -> None:
         same = copied_share([r["answer"] for r in mine], [r["reference"] for r in mine])
         speed = []
         for policy in ("retrieval", "engine", "oracle"):
-            totals = [replay(r, policy, r["draft_cost"]) for r in mine]
+            totals = [replay(r, policy, r["draft_cost"], k_max) for r in mine]
             speed.append(f"{sum(t for t, _ in totals) / sum(c for _, c in totals):.2f}×")
         print(f"| {kind} | {len(mine)} | {same:.0%} | " + " | ".join(speed) + " |")
 
@@ -151,10 +153,11 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--records", type=Path, default=RECORDS)
+    parser.add_argument("--k-max", type=int, default=16, help="longest draft (max_speculative_tokens)")
     args = parser.parse_args()
     if args.command == "record":
         asyncio.run(record(args.records, args.first, args.questions, args.tokens))
-    report(args.records)
+    report(args.records, args.k_max)
 
 
 if __name__ == "__main__":
