@@ -79,8 +79,8 @@ class PrefixCache:
     def store(self, scope: str, ids: list[int], layers: Layers) -> None:
         """Keep the KV of `ids` (`layers` may hold more positions; only the first len(ids) are kept).
         Entries the new one extends are dropped; if a stored entry already extends it, that one is kept."""
-        if len(ids) < self.min_tokens or not layers:
-            return
+        if len(ids) < self.min_tokens or not layers or any(k.shape[2] < len(ids) for k, _ in layers):
+            return  # (fewer positions than tokens: a sliding-window layer, whose KV cannot be reused)
         entry = _Entry(scope, np.asarray(ids), [(_first(k, len(ids)), _first(v, len(ids))) for k, v in layers])
         if entry.nbytes > self.max_bytes:
             return

@@ -132,3 +132,5 @@ def test_longer_entries_replace_their_prefixes_and_the_least_recently_used_go_fi
     assert cache.match("", [50, 51, 0, 1, 7]).tokens == 4
     cache.store("", list(range(100)), kv(100))  # larger than the whole budget: not stored
     assert cache.nbytes <= 24 * per_token
+    cache.store("", [60, 61, 62], kv(2))  # fewer positions than tokens (a sliding window): not stored
+    assert cache.match("", [60, 61, 62, 63]).tokens == 0
