@@ -92,6 +92,7 @@ def test_dashboard_renders_live_data(gateway, tmp_path):
                                        max_tokens=24, temperature=0)
     data = httpx.get(gateway.url + "/dashboard/data", timeout=10).json()
     assert data["totals"]["requests"] == len(TRAFFIC)
+    assert data["totals"]["prompt_reuse"] > 0  # the chat template's system prompt, from the prefix cache
 
     page = _Charts()
     page.feed(chromium("--dump-dom", gateway.url + "/dashboard", user_data_dir=str(tmp_path / "dom")))

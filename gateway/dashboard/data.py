@@ -24,6 +24,8 @@ def dashboard_data(metrics: Metrics, timeline: Timeline) -> dict[str, Any]:
     baseline = _total(registry, "turnout_baseline_cost_usd_total")
     drafted = _total(registry, "turnout_spec_decode_num_draft_tokens_total")
     accepted = _total(registry, "turnout_spec_decode_num_accepted_tokens_total")
+    prompt = sum(_sum(registry, "turnout_tokens_total", lambda labels: labels["type"] == "prompt", by="type").values())
+    reused = _total(registry, "turnout_prompt_cached_tokens_total")
     buckets = _histogram(registry, "turnout_request_duration_seconds", lambda labels: labels["status"] == "200")
     requests = _total(registry, "turnout_requests_total")
     return {
@@ -36,6 +38,7 @@ def dashboard_data(metrics: Metrics, timeline: Timeline) -> dict[str, Any]:
             "hit_rate": (cache.get("hit", 0.0) + cache.get("semantic_hit", 0.0)) / lookups if lookups else None,
             "cost_usd": cost, "baseline_usd": baseline, "savings_usd": baseline - cost,
             "acceptance": accepted / drafted if drafted else None,
+            "prompt_reuse": reused / prompt if prompt else None,  # prompt tokens from a prefix cache
             "p50_s": histogram_quantile(0.50, buckets), "p95_s": histogram_quantile(0.95, buckets),
         },
         "series": timeline.series(),
