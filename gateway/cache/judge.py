@@ -27,12 +27,11 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.loader import LoadedModel
-from engine.prefix_scorer import PrefixScorer
 from gateway.backends.base import Backend, BackendError
 from gateway.types import BackendRequest
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch and transformers load only with an in-process model, never in a gateway without one
+    from engine.loader import LoadedModel
     from gateway.balancer import Replica
 
 log = logging.getLogger("turnout.cache.judge")
@@ -90,6 +89,8 @@ class EngineJudge:
     """Judges with an in-process model (blocking work runs in a worker thread)."""
 
     def __init__(self, loaded: LoadedModel):
+        from engine.prefix_scorer import PrefixScorer
+
         self.tokenizer = loaded.tokenizer
         self._scorer = PrefixScorer(loaded, self._encode(judge_messages("", "")[:-1], generation_prompt=False))
         self._yes = self._first_tokens("yes", "Yes")
