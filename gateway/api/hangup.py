@@ -13,6 +13,8 @@ import asyncio
 from types import TracebackType
 
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 GRACE_S = 0.02
 
@@ -66,3 +68,16 @@ class HangUp:
             self.happened = True
             self._listener = None
             self._task.cancel()
+
+
+class HangUpStreamingResponse(StreamingResponse):
+    """A streamed body that stops when the client hangs up, through `HangUp`: Starlette's own
+    StreamingResponse listens from the first byte with an anyio task group per response (uvicorn speaks
+    ASGI 2.3, whose send() stays silent once the client is gone), which costs a short stream more than
+    its rendering does; this one starts listening only after the grace period."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with HangUp(Request(scope, receive)):
+            await self.stream_response(send)
+        if self.background is not None:
+            await self.background()

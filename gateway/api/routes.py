@@ -6,7 +6,7 @@ import time
 from dataclasses import replace
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from gateway.auth import Caller
 from gateway.backends.base import BackendError
@@ -16,7 +16,7 @@ from gateway.pipeline import Pipeline, RequestContext
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
 
 from .access import Authenticated, governance
-from .hangup import HangUp
+from .hangup import HangUp, HangUpStreamingResponse
 from .render import Renderer, render_json
 
 router = APIRouter()
@@ -76,9 +76,9 @@ async def _generate(body: GenerationRequest, request: Request, caller: Caller) -
     with hangup:
         reply = await meter.handle(lambda: pipeline.handle(backend_request, context))
         renderer = Renderer(backend_request.kind, reply.model, include_usage=body.include_usage)
-        if body.stream:  # from here on Starlette's disconnect listener cancels the stream
+        if body.stream:  # from here on the response's own HangUp cancels the stream
             hangup.stop()
-            return StreamingResponse(renderer.sse(reply.events), media_type="text/event-stream",
+            return HangUpStreamingResponse(renderer.sse(reply.events), media_type="text/event-stream",
                                      headers={**reply.headers, "cache-control": "no-cache"})
         try:
             payload = await renderer.collect(reply.events)
