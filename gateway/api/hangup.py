@@ -4,7 +4,8 @@ A generation nobody will read must not keep its batch slot, not even while waiti
 so something has to listen for `http.disconnect` while the handler awaits the pipeline. A listener is an
 extra task per request, as much as the rest of a cache hit costs; so `HangUp` starts it only once the
 block has run for `grace_s` (a hit is long done by then) and, when the client is gone, cancels the
-handler's own task at the await it is suspended in. `happened` then says to answer 499.
+handler's own task at the await it is suspended in. `happened` then says to answer 499. A streamed
+response keeps listening the same way while it sends (`HangUpStreamingResponse`).
 """
 
 from __future__ import annotations
