@@ -28,16 +28,19 @@ def wheel_member(requirement: str, member: str) -> bytes:
         return wheel.read(member)
 
 
+def mtbench_rows() -> list[dict]:
+    """The 80 MT-Bench questions as packaged: `turns` (a question and its follow-up), `category`, …"""
+    return [json.loads(line) for line in wheel_member(*MTBENCH).decode().splitlines() if line.strip()]
+
+
 def mtbench_questions() -> list[str]:
     """First turns of the 80 MT-Bench questions."""
-    lines = wheel_member(*MTBENCH).decode().splitlines()
-    return [json.loads(line)["turns"][0] for line in lines if line.strip()]
+    return [row["turns"][0] for row in mtbench_rows()]
 
 
 def mtbench_conversations() -> list[tuple[str, str]]:
     """Both turns of the 80 MT-Bench questions (a question and its follow-up)."""
-    lines = wheel_member(*MTBENCH).decode().splitlines()
-    return [tuple(json.loads(line)["turns"][:2]) for line in lines if line.strip()]
+    return [tuple(row["turns"][:2]) for row in mtbench_rows()]
 
 
 def sharegpt_conversations() -> list[dict]:

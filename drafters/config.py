@@ -60,9 +60,8 @@ def build_drafter(config: SpeculativeConfig, target: LoadedModel, *, progress: b
             raise ValueError(f"draft model {config.draft_model} does not share the target's tokenizer")
         from engine.prefix_cache import PrefixCache
 
-        prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         model_drafter = ModelDrafter(draft, target=target.model, int8=config.draft_int8,
-                                     vocab=config.draft_vocab, prefix_cache=prefix_cache)
+                                     vocab=config.draft_vocab, prefix_cache=PrefixCache.of_megabytes(prefix_cache_mb))
         log.info("draft model %s: one draft step costs %.2f target steps", config.draft_model, model_drafter.cost)
         drafters.append(model_drafter)
     return drafters[0] if len(drafters) == 1 else FirstProposal(drafters)

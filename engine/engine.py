@@ -34,7 +34,7 @@ class Engine:
         self.model_id = loaded.model_id
         self.context_length = loaded.context_length
         self.tokenizer = loaded.tokenizer
-        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
+        self.prefix_cache = PrefixCache.of_megabytes(prefix_cache_mb)
         self.scheduler = Scheduler(
             ModelRunner(loaded), max_batch_size=max_batch_size, max_waiting=max_waiting,
             prefill_threads=prefill_threads, decode_threads=decode_threads,

@@ -53,8 +53,12 @@ class PrefixCache:
         self._entries: OrderedDict[int, _Entry] = OrderedDict()  # least recently used first
         self._next_key = 0
         self.nbytes = 0
-        self.queried_tokens = 0  # like vLLM's prefix_cache_queries / prefix_cache_hits, in tokens
-        self.hit_tokens = 0
+        self.hit_tokens = 0  # prompt tokens reused so far (vLLM's prefix_cache_hits)
+
+    @classmethod
+    def of_megabytes(cls, megabytes: float) -> PrefixCache | None:
+        """A cache of that size, or None for 0 (prefix caching off)."""
+        return cls(int(megabytes * 2**20)) if megabytes > 0 else None
 
     @property
     def entries(self) -> int:
@@ -63,7 +67,6 @@ class PrefixCache:
     def match(self, scope: str, ids: list[int]) -> PrefixMatch:
         """The longest stored prefix of `ids` in `scope`; at most len(ids) - 1 tokens, since the last
         prompt token must go through the model to give the next token's logits."""
-        self.queried_tokens += len(ids)
         query = np.asarray(ids)
         best, best_key = 0, None
         for key, entry in self._entries.items():
@@ -98,10 +101,6 @@ class PrefixCache:
         self.nbytes += entry.nbytes
         while self.nbytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self.nbytes = 0
 
     def _drop(self, key: int) -> None:
         self.nbytes -= self._entries.pop(key).nbytes

@@ -139,14 +139,13 @@ class Scheduler:
     def _retire(self) -> None:
         keep = [i for i, seq in enumerate(self.running) if not (seq.finished or seq.cancelled)]
         if len(keep) != len(self.running):
-            if self.prefix_cache is not None:
-                for row, seq in enumerate(self.running):
-                    if row not in keep:
-                        self._remember(row, seq)
-            if self.drafter:
-                for seq in self.running:
-                    if seq.finished or seq.cancelled:
-                        self.drafter.release(seq)
+            for row, seq in enumerate(self.running):
+                if not (seq.finished or seq.cancelled):
+                    continue
+                if self.prefix_cache is not None:
+                    self._remember(row, seq)
+                if self.drafter:
+                    self.drafter.release(seq)
             self.running = [self.running[i] for i in keep]
             self.kv.keep_rows(keep)
 

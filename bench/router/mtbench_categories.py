@@ -11,10 +11,9 @@ fraction. A diagnostic, never a training or tuning signal.
 from __future__ import annotations
 
 import argparse
-import json
 
 from bench.common import markdown_table
-from bench.datasets import MTBENCH, wheel_member
+from bench.datasets import mtbench_rows
 from router_models import load_router
 
 CATEGORIES = ["math", "reasoning", "coding", "extraction", "stem", "humanities", "writing", "roleplay"]
@@ -25,7 +24,7 @@ def main() -> None:
     parser.add_argument("--routers", nargs="+", default=["default", "embedding", "length"])
     parser.add_argument("--fraction", type=float, default=0.3, help="share of prompts sent to the large model")
     args = parser.parse_args()
-    rows = [json.loads(line) for line in wheel_member(*MTBENCH).decode().splitlines() if line.strip()]
+    rows = mtbench_rows()
     strong = round(args.fraction * len(rows))
     table = []
     for name in args.routers:

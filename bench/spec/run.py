@@ -23,7 +23,7 @@ from bench.common import Timing, markdown_table, timed_generate
 from bench.datasets import humaneval_code, mtbench_questions, sharegpt_prompts
 from drafters.combined import FirstProposal
 from drafters.config import SpeculativeConfig, build_drafter
-from engine.engine import Engine
+from engine.engine import DEFAULT_PREFIX_CACHE_MB, Engine
 from engine.types import SamplingParams
 
 TARGET = "qwen2.5-coder-1.5b-instruct"
@@ -94,7 +94,8 @@ def summarise(name: str, drafter: str, off: list[Timing], on: list[Timing], copi
 
 
 async def run(args: argparse.Namespace) -> list[list[object]]:
-    engine = Engine.load(TARGET, max_batch_size=1, **({"prefix_cache_mb": 0} if args.no_prefix_cache else {}))
+    engine = Engine.load(TARGET, max_batch_size=1,
+                         prefix_cache_mb=0 if args.no_prefix_cache else DEFAULT_PREFIX_CACHE_MB)
     loaded = engine.loaded
     params = SamplingParams(max_tokens=args.tokens, temperature=0.0)
     model = build_drafter(SpeculativeConfig(method="draft_model", draft_model=DRAFT), loaded)

@@ -24,7 +24,7 @@ def dashboard_data(metrics: Metrics, timeline: Timeline) -> dict[str, Any]:
     baseline = _total(registry, "turnout_baseline_cost_usd_total")
     drafted = _total(registry, "turnout_spec_decode_num_draft_tokens_total")
     accepted = _total(registry, "turnout_spec_decode_num_accepted_tokens_total")
-    prompt = sum(_sum(registry, "turnout_tokens_total", lambda labels: labels["type"] == "prompt", by="type").values())
+    prompt = _sum(registry, "turnout_tokens_total", by="type").get("prompt", 0.0)
     reused = _total(registry, "turnout_prompt_cached_tokens_total")
     buckets = _histogram(registry, "turnout_request_duration_seconds", lambda labels: labels["status"] == "200")
     requests = _total(registry, "turnout_requests_total")
