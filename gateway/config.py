@@ -188,6 +188,10 @@ class RoutingConfig(_Strict):
     router: str = "default"
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     strong_fraction: float | None = Field(None, ge=0.0, le=1.0)
+    turns: Literal["conversation", "last"] = Field(
+        "conversation", description="conversation: a chat scores as its hardest user turn (the first and the "
+        "last 7), so a follow-up keeps the tier of the question it follows and the KV that tier already holds; "
+        "last: the last user turn alone")
     rules: list[RuleConfig] = Field(default_factory=list)
     fallback: bool = Field(True, description="serve from the other tier when every replica of the chosen "
                                              "one fails before the first byte")

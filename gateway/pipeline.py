@@ -104,9 +104,12 @@ class Pipeline:
                 return _cached_reply(lookup)
 
         # 4. embed the prompt once, for the semantic cache and the router (which a forced tier or
-        #    model id never consults: those pay for no embedding).
-        embedding = await self._embed(request, router=asked.model == AUTO,
-                                      semantic=lookup is not None and lookup.status == "miss")
+        #    model id never consults: those pay for no embedding); a router that scores a
+        #    conversation also gets its earlier user turns' embeddings.
+        router_embeds = asked.model == AUTO and self.policy.needs_embedding
+        embeddings = await self._embed(request, router=router_embeds,
+                                       semantic=lookup is not None and lookup.status == "miss")
+        embedding = None if embeddings is None else embeddings[-1]  # the last user turn's
 
         # 5. semantic cache lookup → replay on hit.
         if self.cache is not None and lookup is not None and lookup.status == "miss" and embedding is not None:
@@ -116,7 +119,7 @@ class Pipeline:
 
         # 6. policy → tier and deployment.
         route = self.policy.route(request, tier_header=context.tier_header, api_key=context.api_key,
-                                  embedding=embedding)
+                                  embeddings=embeddings if router_embeds else None)
 
         # 7. serve from a replica that answers (retries and tier fallback before the first event;
         #    gateway/failover.py), with, for retrieval drafting, the closest cached answer (speed
@@ -141,14 +144,17 @@ class Pipeline:
                      events=_prepend(first, events))
 
     async def _embed(self, request: BackendRequest, *, router: bool, semantic: bool) -> np.ndarray | None:
-        router = router and self.policy.needs_embedding
+        """(n, 384): the routed turns' embeddings when the router needs them, else the last user turn's
+        alone; the last row is always the last user turn's (the semantic cache's). Each text joins the
+        encoder's shared micro-batch."""
         if not (router or semantic):
             return None
         if self.encoder is None:
             if router:
                 raise APIError(503, "the router's prompt encoder is still loading; retry shortly")
             return None
-        return await self.encoder.embed_one(request.prompt_text())
+        texts = self.policy.routed_turns(request) if router else [request.prompt_text()]
+        return np.stack(await asyncio.gather(*(self.encoder.embed_one(text) for text in texts)))
 
     async def _reference(self, tenant: str, asked: BackendRequest, embedding: np.ndarray | None,
                          route: Route) -> str | None:

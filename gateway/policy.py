@@ -30,6 +30,7 @@ from router_models.base import Router
 
 AUTO = "auto"
 DEFAULT_THRESHOLD = 0.5
+ROUTED_TURNS = 8  # user turns a conversation's score looks at: the first and the last 7
 CHARS_PER_TOKEN = 4  # estimate for backends that cannot count tokens (remote servers)
 
 
@@ -100,12 +101,13 @@ class Policy:
         return target.model or target.tier or AUTO
 
     def route(self, request: BackendRequest, *, tier_header: str | None = None, api_key: str | None = None,
-              embedding: np.ndarray | None = None) -> Route:
+              embeddings: np.ndarray | None = None) -> Route:
+        """`embeddings`: the encoder's vectors of `routed_turns(request)`, for a router that needs them."""
         target = self._target(request.model, tier_header)
         if target.tier is not None:  # forced: the backend itself refuses a prompt it cannot fit
             return Route(target.tier, self._pick(target.tier, target.model), target.reason or "forced",
                          model=target.model)
-        return self._auto(request, _LazyTokens(request, self.tiers), api_key, embedding)
+        return self._auto(request, _LazyTokens(request, self.tiers), api_key, embeddings)
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -131,7 +133,7 @@ class Policy:
         return target
 
     def _auto(self, request: BackendRequest, prompt_tokens: _LazyTokens, api_key: str | None,
-              embedding: np.ndarray | None) -> Route:
+              embeddings: np.ndarray | None) -> Route:
         text = request.prompt_text()
         for rule in self.rules:
             if rule.matches(text, api_key, prompt_tokens) and rule.tier in self.tiers:
@@ -146,10 +148,24 @@ class Policy:
             return Route("large", self._pick("large"), "context-overflow")
         if self.router is None:
             return Route("small", self._pick("small"), "no-router")
-        embeddings = None if embedding is None else np.asarray(embedding, dtype=np.float32).reshape(1, -1)
-        score = float(self.router.score([text], embeddings)[0])
+        turns = self.routed_turns(request)
+        if embeddings is not None:
+            embeddings = np.asarray(embeddings, dtype=np.float32).reshape(len(turns), -1)
+        scores = self.router.score(turns, embeddings)
+        score = float(np.max(scores))
         tier: Tier = "large" if score >= self.threshold else "small"
-        return Route(tier, self._pick(tier), "router", score)
+        # an earlier turn lifted a follow-up that alone would have gone small
+        reason = "router" if tier == "small" or scores[-1] >= self.threshold else "router-conversation"
+        return Route(tier, self._pick(tier), reason, score)
+
+    def routed_turns(self, request: BackendRequest) -> list[str]:
+        """The texts the router scores, the last user turn last. A conversation is as hard as its hardest
+        question: "and now in Rust?" after a hard one stays on the tier that holds the conversation's KV.
+        The first turn (which usually sets the task) and the latest ones bound the cost of long chats."""
+        turns = request.user_turns() or [""]
+        if self.routing.turns == "last":
+            return turns[-1:]
+        return turns if len(turns) <= ROUTED_TURNS else [turns[0], *turns[1 - ROUTED_TURNS:]]
 
     def _pick(self, tier: Tier, model: str | None = None) -> Replica:
         """The balancer's choice among the tier's deployments (of `model`, when one was named)."""

@@ -43,13 +43,15 @@ class BackendRequest:
     cache_scope: str = ""  # whose earlier prompts' KV an engine may reuse (the tenant; prefix caching)
 
     def prompt_text(self) -> str:
-        """The text the router and the semantic cache look at: the last user turn, or the prompt."""
+        """The text rules and the semantic cache look at: the last user turn, or the prompt."""
+        turns = self.user_turns()
+        return turns[-1] if turns else ""
+
+    def user_turns(self) -> list[str]:
+        """Every user turn's text in order (the prompt alone for a completion): what the router scores."""
         if self.prompt is not None:
-            return self.prompt
-        for message in reversed(self.messages or []):
-            if message.get("role") == "user":
-                return content_text(message.get("content"))
-        return ""
+            return [self.prompt]
+        return [content_text(m.get("content")) for m in self.messages or [] if m.get("role") == "user"]
 
 
 def content_text(content: Any) -> str:

@@ -11,10 +11,11 @@ import socket
 import httpx
 import openai
 import pytest
-from conftest import TurnoutProcess, UvicornServer, wait_until_ready
+from conftest import TurnoutProcess, UvicornServer, running_gateway, wait_until_ready
 
 from gateway.api import create_app
 from gateway.config import parse_config
+from router_models import load_router
 
 pytestmark = pytest.mark.slow
 
@@ -317,3 +318,27 @@ routing: {{router: none}}
         assert raw.parse().choices[0].message.content
     finally:
         gateway.stop()
+
+
+def test_a_follow_up_is_routed_with_the_question_it_follows(client, tiny_model, engine_server):
+    long_question = "Explain what this list of words has in common: " + ", ".join(["apple", "pear"] * 60)
+    conversation = [{"role": "user", "content": long_question}, {"role": "assistant", "content": "Fruit."},
+                    {"role": "user", "content": "Why?"}]
+    headers, _ = chat(client, messages=conversation)
+    assert (headers["x-turnout-tier"], headers["x-turnout-route-reason"]) == ("large", "router-conversation")
+    assert float(headers["x-turnout-router-score"]) >= 0.5
+
+    # a router on the shared encoder gets every routed turn's embedding, in order
+    question, follow_up = "Prove that the sum of the first n odd numbers is n squared.", "And for even numbers?"
+    first, second = load_router("embedding").score([question, follow_up])
+    remote = f'{{kind: openai, model: {tiny_model}, url: "{engine_server.base_url}", timeout_s: 60}}'
+    with running_gateway(f"""
+tiers: {{small: {{deployments: [{remote}]}}, large: {{deployments: [{remote}]}}}}
+routing: {{router: embedding, threshold: {(first + second) / 2}}}
+""") as gateway:
+        turns = [{"role": "user", "content": question}, {"role": "assistant", "content": "By induction."},
+                 {"role": "user", "content": follow_up}]
+        headers, _ = chat(openai.OpenAI(base_url=gateway.base_url, api_key="sk-test", max_retries=0), messages=turns)
+    reason = "router-conversation" if first > second else "router"  # the max is above the midpoint
+    assert (headers["x-turnout-tier"], headers["x-turnout-route-reason"]) == ("large", reason)
+    assert float(headers["x-turnout-router-score"]) == pytest.approx(max(first, second), abs=1e-4)

@@ -85,3 +85,31 @@ def test_refusals(policy, model, header, status):
 
 def test_model_ids_for_listing(policy):
     assert policy.model_ids() == ["auto", "small", "large", "s1", "s2", "big", "gpt-4o", "mini"]
+
+
+def conversation(*user_turns: str) -> BackendRequest:
+    messages = []
+    for turn in user_turns:
+        messages += [{"role": "user", "content": turn}, {"role": "assistant", "content": "..."}]
+    return BackendRequest(kind="chat", model="auto", messages=messages[:-1])
+
+
+@pytest.mark.parametrize(("turns", "expected"), [("conversation", ("large", "router-conversation")),
+                                                  ("last", ("small", "router"))])
+def test_a_follow_up_keeps_the_tier_of_the_question_it_follows(turns, expected):
+    config = parse_config(CONFIG.replace("threshold: 0.5", f"threshold: 0.2\n  turns: {turns}"))
+    policy = Policy(config, build_backends(config), *build_router(config.routing))
+    hard = "Prove that the sum of the first n odd numbers is n squared, step by step."  # length score ~0.13
+    hard = hard + " Then generalise it." * 5
+    assert policy.route(request(hard)).tier == "large"
+    route = policy.route(conversation(hard, "and for even numbers?"))
+    assert (route.tier, route.reason) == expected
+    # a hard follow-up lifts a conversation that began small, whatever the mode
+    assert policy.route(conversation("hi there", hard)).tier == "large"
+
+
+def test_long_conversations_score_the_first_and_the_latest_user_turns(policy):
+    turns = [f"turn {i}" for i in range(20)]
+    assert policy.routed_turns(conversation(*turns)) == ["turn 0", *turns[-7:]]
+    assert policy.routed_turns(BackendRequest(kind="completion", model="auto", prompt="p")) == ["p"]
+    assert policy.routed_turns(BackendRequest(kind="chat", model="auto", messages=[])) == [""]
