@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from gateway.cache.config import CacheConfig
 from gateway.types import Tier
+from router_models.conversation import TurnsMode
 
 if TYPE_CHECKING:
     from drafters.config import SpeculativeConfig as EngineSpeculativeConfig
@@ -188,7 +189,7 @@ class RoutingConfig(_Strict):
     router: str = "default"
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     strong_fraction: float | None = Field(None, ge=0.0, le=1.0)
-    turns: Literal["conversation", "last"] = Field(
+    turns: TurnsMode = Field(
         "conversation", description="conversation: a chat scores as its hardest user turn (the first and the "
         "last 7), so a follow-up keeps the tier of the question it follows and the KV that tier already holds; "
         "last: the last user turn alone")

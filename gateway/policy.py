@@ -27,10 +27,10 @@ from gateway.config import TIERS, RoutingConfig, RuleConfig, TurnoutConfig
 from gateway.errors import APIError, context_length_message, model_not_found
 from gateway.types import BackendRequest, Tier, content_text
 from router_models.base import Router
+from router_models.conversation import routed_turns
 
 AUTO = "auto"
 DEFAULT_THRESHOLD = 0.5
-ROUTED_TURNS = 8  # user turns a conversation's score looks at: the first and the last 7
 CHARS_PER_TOKEN = 4  # estimate for backends that cannot count tokens (remote servers)
 
 
@@ -159,13 +159,8 @@ class Policy:
         return Route(tier, self._pick(tier), reason, score)
 
     def routed_turns(self, request: BackendRequest) -> list[str]:
-        """The texts the router scores, the last user turn last. A conversation is as hard as its hardest
-        question: "and now in Rust?" after a hard one stays on the tier that holds the conversation's KV.
-        The first turn (which usually sets the task) and the latest ones bound the cost of long chats."""
-        turns = request.user_turns() or [""]
-        if self.routing.turns == "last":
-            return turns[-1:]
-        return turns if len(turns) <= ROUTED_TURNS else [turns[0], *turns[1 - ROUTED_TURNS:]]
+        """The texts the router scores, the last user turn last (router_models/conversation.py)."""
+        return routed_turns(request.user_turns(), self.routing.turns)
 
     def _pick(self, tier: Tier, model: str | None = None) -> Replica:
         """The balancer's choice among the tier's deployments (of `model`, when one was named)."""

@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from router_models.conversation import content_text, user_turns
+
+__all__ = ["BackendRequest", "RequestKind", "StreamEvent", "Tier", "content_text"]
+
 Tier = Literal["small", "large"]
 RequestKind = Literal["chat", "completion"]
 
@@ -49,15 +53,4 @@ class BackendRequest:
 
     def user_turns(self) -> list[str]:
         """Every user turn's text in order (the prompt alone for a completion): what the router scores."""
-        if self.prompt is not None:
-            return [self.prompt]
-        return [content_text(m.get("content")) for m in self.messages or [] if m.get("role") == "user"]
-
-
-def content_text(content: Any) -> str:
-    """Plain text of an OpenAI message content (a string or a list of typed parts)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return [self.prompt] if self.prompt is not None else user_turns(self.messages or [])

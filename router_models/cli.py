@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import ROUTER_NAMES, load_router
+from .conversation import score_conversations, user_turns
 from .encoder import DEFAULT_CACHE_DIR
 
 
@@ -30,9 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = router.add_subparsers(dest="router_command", required=True, metavar="ACTION")
 
     score = commands.add_parser("score", help="add a router score to each prompt of a JSONL file")
-    score.add_argument("--input", required=True, metavar="FILE", help='JSONL, one {"prompt": ...} per line')
+    score.add_argument("--input", required=True, metavar="FILE",
+                       help='JSONL, one {"prompt": ...} or chat {"messages": [...]} per line')
     score.add_argument("--output", required=True, metavar="FILE", help="the same objects plus \"score\"")
     _add_router_argument(score)
+    _add_turns_argument(score)
     score.add_argument("--batch-size", type=int, default=64)
     score.set_defaults(func=score_command)
 
@@ -60,14 +63,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     calibrate = commands.add_parser("calibrate", help="score threshold for a large-model fraction")
     calibrate.add_argument("--strong-fraction", type=float, required=True, metavar="F")
-    calibrate.add_argument("--prompts", required=True, metavar="FILE", help='JSONL sample of {"prompt": ...}')
+    calibrate.add_argument("--prompts", required=True, metavar="FILE",
+                           help='JSONL sample of {"prompt": ...} or {"messages": [...]} (e.g. logged requests)')
     _add_router_argument(calibrate)
+    _add_turns_argument(calibrate)
     calibrate.set_defaults(func=calibrate_command)
 
 
 def _add_router_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--router", default="default", metavar="NAME|FILE",
                         help=f"{' | '.join(ROUTER_NAMES)} or a weights file (default: default)")
+
+
+def _add_turns_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--turns", choices=["conversation", "last"], default="conversation",
+                        help="how a {\"messages\"} line is scored, as routing.turns in turnout.yaml: its hardest "
+                             "user turn (default) or its last one")
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +107,8 @@ def _score(args: argparse.Namespace, tqdm: Any) -> int:
                                                          file=sys.stderr) as bar:
         for start in range(0, len(records), args.batch_size):
             batch = records[start : start + args.batch_size]
-            for record, score in zip(batch, router.score([r["prompt"] for r in batch]), strict=True):
+            scores = score_conversations(router, [record_turns(r) for r in batch], args.turns)
+            for record, score in zip(batch, scores, strict=True):
                 out.write(json.dumps({**record, "score": float(score)}, ensure_ascii=False) + "\n")
             bar.update(len(batch))
     print(f"scored {len(records)} prompts with {router.name} -> {output}", file=sys.stderr)
@@ -180,9 +192,10 @@ def calibrate_command(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from .calibrate import threshold_for_strong_fraction
 
-    prompts = [r["prompt"] for r in read_prompt_records(args.prompts)]
+    conversations = [record_turns(r) for r in read_prompt_records(args.prompts)]
     router = load_router(args.router)
-    calibration = threshold_for_strong_fraction(router.score(prompts), args.strong_fraction)
+    calibration = threshold_for_strong_fraction(score_conversations(router, conversations, args.turns),
+                                                args.strong_fraction)
     print(json.dumps({"router": router.name, **calibration.as_dict()}))
     return 0
 
@@ -190,7 +203,8 @@ def _calibrate(args: argparse.Namespace) -> int:
 # --- helpers -------------------------------------------------------------------------------------
 
 def read_prompt_records(path: str | Path) -> list[dict[str, Any]]:
-    """Parse a JSONL of objects with a string "prompt"; blank lines are skipped, anything else is an error."""
+    """Parse a JSONL of objects with a string "prompt" or a chat's "messages" (OpenAI's shape, with a user
+    turn); blank lines are skipped, anything else is an error."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -203,12 +217,24 @@ def read_prompt_records(path: str | Path) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise InputError(f'{path}:{line_no}: expected an object with a string "prompt"')
+            if not isinstance(record, dict) or not (isinstance(record.get("prompt"), str) or _chat(record)):
+                raise InputError(f'{path}:{line_no}: expected an object with a string "prompt" or a "messages" '
+                                 'list with a user turn')
             records.append(record)
     if not records:
         raise InputError(f"{path}: no prompts (the file is empty)")
     return records
+
+
+def _chat(record: dict[str, Any]) -> bool:
+    messages = record.get("messages")
+    return (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
+            and any(m.get("role") == "user" for m in messages))
+
+
+def record_turns(record: dict[str, Any]) -> list[str]:
+    """A record's user turns: its prompt, or its chat's user messages."""
+    return [record["prompt"]] if isinstance(record.get("prompt"), str) else user_turns(record["messages"])
 
 
 def data_digest(prompts: Sequence[str]) -> str:

@@ -66,9 +66,26 @@ def test_score_round_trip_keeps_objects_and_adds_scores(tmp_path: Path, router: 
     np.testing.assert_allclose(scores, load_router(router).score([r["prompt"] for r in rows]), atol=1e-6)
 
 
+@pytest.mark.parametrize("turns", ["conversation", "last"])
+def test_chats_score_as_the_gateway_routes_them(tmp_path: Path, turns: str) -> None:
+    question, follow_up = "word " * 300, "why?"
+    chats = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": question},
+                           {"role": "assistant", "content": "ok"},
+                           {"role": "user", "content": [{"type": "text", "text": follow_up}]}]},
+             {"prompt": follow_up}]
+    source, target = write_jsonl(tmp_path / "in.jsonl", chats), tmp_path / "out.jsonl"
+    assert run_cli("router", "score", "--input", str(source), "--output", str(target), "--router", "length",
+                   "--turns", turns) == 0
+    long_score, short_score = load_router("length").score([question, follow_up])
+    expected = [long_score if turns == "conversation" else short_score, short_score]
+    np.testing.assert_allclose([r["score"] for r in read_jsonl(target)], expected)
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ('{"prompt": "ok"}\n{not json\n', "in.jsonl:2: not valid JSON"),
     ('{"prompt": "ok"}\n\n{"text": "no prompt"}\n', 'in.jsonl:3: expected an object with a string "prompt"'),
+    ('{"messages": [{"role": "assistant", "content": "hi"}]}\n', 'or a "messages" list with a user turn'),
+    ('{"messages": ["hi"]}\n', 'in.jsonl:1: expected an object'),
     ('["a list"]\n', 'in.jsonl:1: expected an object'),
     ("", "no prompts"),
 ])
