@@ -39,8 +39,9 @@ def problems(response) -> list[str]:
     if (response.headers.get("content-type") or [""])[0].startswith("text/event-stream"):
         for line in response.text.splitlines():
             if line.startswith("data: {") and '"error"' in line:
-                error = json.loads(line[6:]).get("error") or {}
-                if error.get("type") == "server_error":
+                data = json.loads(line[6:])
+                error = data if data.get("type") == "error" else data.get("error") or {}  # Responses API / chat
+                if "server_error" in (error.get("type"), error.get("code")):
                     return [f"stream ended with a server error: {line[:300]}"]
     return []
 

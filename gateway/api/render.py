@@ -44,21 +44,16 @@ class Renderer:
         disconnect cancels this generator, and closing `events` cancels the upstream work."""
         started: set[int] = set()
         usage = None
-        async with aclosing(events):  # type: ignore[type-var]
-            try:
-                async for event in events:
-                    usage = event.usage or usage
-                    for chunk in self._chunks(event, started):
-                        yield _sse(chunk)
-            except BackendError as exc:
-                yield sse_error(APIError.from_backend(exc))
-                return
-            except Exception as exc:
-                log.exception("stream failed")
-                yield sse_error(APIError(500, f"internal error: {type(exc).__name__}", type="server_error"))
-                return
+        async with aclosing(events_or_error(events)) as guarded:
+            async for event in guarded:
+                if isinstance(event, APIError):
+                    yield sse_error(event)
+                    return
+                usage = event.usage or usage
+                for chunk in self._chunks(event, started):
+                    yield sse(chunk)
         if self.include_usage:
-            yield _sse(self._envelope([], usage=usage))
+            yield sse(self._envelope([], usage=usage))
         yield DONE
 
     def _chunks(self, event: StreamEvent, started: set[int]) -> list[dict[str, Any]]:
@@ -148,10 +143,26 @@ def _merge(old: Any, new: Any, key: str | None = None) -> Any:
     return new
 
 
+async def events_or_error(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent | APIError]:
+    """The events, then, if the stream fails after the headers went out, the error to report in-band.
+    Consume it under `aclosing`: a client's disconnect closes it, which closes `events` at once and so
+    cancels the upstream work."""
+    async with aclosing(events):  # type: ignore[type-var]
+        try:
+            async for event in events:
+                yield event
+        except BackendError as exc:
+            yield APIError.from_backend(exc)
+        except Exception as exc:
+            log.exception("stream failed")
+            yield APIError(500, f"internal error: {type(exc).__name__}", type="server_error")
+
+
 def render_json(payload: Any) -> bytes:
     """Compact JSON, as Starlette's JSONResponse writes it but several times faster (orjson)."""
     return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
 
 
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + render_json(payload) + b"\n\n"
+def sse(payload: dict[str, Any], event: str | None = None) -> bytes:
+    """One server-sent event; the Responses API names each event's type on an `event:` line too."""
+    return (f"event: {event}\n".encode() if event else b"") + b"data: " + render_json(payload) + b"\n\n"

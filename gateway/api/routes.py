@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from fastapi import APIRouter, Request
@@ -13,11 +14,12 @@ from gateway.backends.base import BackendError
 from gateway.cache import cache_mode_from_headers
 from gateway.errors import APIError, model_not_found
 from gateway.pipeline import Pipeline, RequestContext
-from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
+from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest, ResponsesRequest
 
 from .access import Authenticated, governance
 from .hangup import HangUp, HangUpStreamingResponse
 from .render import Renderer, render_json
+from .render_responses import ResponsesRenderer
 
 router = APIRouter()
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention; nobody is there to read it
@@ -26,12 +28,17 @@ _STARTED = int(time.time())
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request, caller: Authenticated) -> Response:
-    return await _generate(body, request, caller)
+    return await _generate(body, request, caller, lambda model: Renderer("chat", model, body.include_usage))
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request, caller: Authenticated) -> Response:
-    return await _generate(body, request, caller)
+    return await _generate(body, request, caller, lambda model: Renderer("completion", model, body.include_usage))
+
+
+@router.post("/v1/responses")
+async def responses(body: ResponsesRequest, request: Request, caller: Authenticated) -> Response:
+    return await _generate(body, request, caller, lambda model: ResponsesRenderer(model, body))
 
 
 @router.get("/v1/models")
@@ -61,7 +68,9 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse(readiness.body(), status_code=200 if readiness.ready else 503)
 
 
-async def _generate(body: GenerationRequest, request: Request, caller: Caller) -> Response:
+async def _generate(body: GenerationRequest | ResponsesRequest, request: Request, caller: Caller,
+                    renderer_for: Callable[[str], Renderer | ResponsesRenderer]) -> Response:
+    """Check access, run the pipeline, render: `renderer_for(model)` shapes the answer on the wire."""
     pipeline, access = _pipeline(request), governance(request)
     asked_tier = request.headers.get("x-turnout-tier")  # narrowed (or 403) by the key's allowed tiers
     tier_header = access.auth.tier_header(caller, lambda: pipeline.policy.requested_target(body.model, asked_tier),
@@ -75,7 +84,7 @@ async def _generate(body: GenerationRequest, request: Request, caller: Caller) -
     hangup = HangUp(request)
     with hangup:
         reply = await meter.handle(lambda: pipeline.handle(backend_request, context))
-        renderer = Renderer(backend_request.kind, reply.model, include_usage=body.include_usage)
+        renderer = renderer_for(reply.model)
         if body.stream:  # from here on the response's own HangUp cancels the stream
             hangup.stop()
             return HangUpStreamingResponse(renderer.sse(reply.events), media_type="text/event-stream",
