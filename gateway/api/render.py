@@ -44,14 +44,15 @@ class Renderer:
         disconnect cancels this generator, and closing `events` cancels the upstream work."""
         started: set[int] = set()
         usage = None
-        async with aclosing(events_or_error(events)) as guarded:
-            async for event in guarded:
-                if isinstance(event, APIError):
-                    yield sse_error(event)
-                    return
-                usage = event.usage or usage
-                for chunk in self._chunks(event, started):
-                    yield sse(chunk)
+        async with aclosing(events):  # type: ignore[type-var]
+            try:
+                async for event in events:
+                    usage = event.usage or usage
+                    for chunk in self._chunks(event, started):
+                        yield sse(chunk)
+            except Exception as exc:
+                yield sse_error(in_band_error(exc))
+                return
         if self.include_usage:
             yield sse(self._envelope([], usage=usage))
         yield DONE
@@ -143,19 +144,12 @@ def _merge(old: Any, new: Any, key: str | None = None) -> Any:
     return new
 
 
-async def events_or_error(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent | APIError]:
-    """The events, then, if the stream fails after the headers went out, the error to report in-band.
-    Consume it under `aclosing`: a client's disconnect closes it, which closes `events` at once and so
-    cancels the upstream work."""
-    async with aclosing(events):  # type: ignore[type-var]
-        try:
-            async for event in events:
-                yield event
-        except BackendError as exc:
-            yield APIError.from_backend(exc)
-        except Exception as exc:
-            log.exception("stream failed")
-            yield APIError(500, f"internal error: {type(exc).__name__}", type="server_error")
+def in_band_error(exc: Exception) -> APIError:
+    """What a stream that failed after its headers went out reports as its last event."""
+    if isinstance(exc, BackendError):
+        return APIError.from_backend(exc)
+    log.exception("stream failed", exc_info=exc)
+    return APIError(500, f"internal error: {type(exc).__name__}", type="server_error")
 
 
 def render_json(payload: Any) -> bytes:

@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from gateway.errors import APIError
 from gateway.schemas import ResponsesRequest
 from gateway.types import StreamEvent
 
-from .render import events_or_error, sse
+from .render import in_band_error, sse
 
 # chat usage fields that have a Responses name; any other (turnout's extensions) rides along as is
 _CHAT_USAGE = {"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details",
@@ -56,19 +55,21 @@ class ResponsesRenderer:
         yield emit("response.output_item.added", output_index=0, item=self._message("in_progress", None))
         yield emit("response.content_part.added", **where, part=_text_part(""))
         text, finish, usage = [], None, None
-        async with aclosing(events_or_error(events)) as guarded:
-            async for event in guarded:
-                if isinstance(event, APIError):
-                    yield emit("error", code=event.code or event.type, message=event.message, param=event.param)
-                    failed = self._response("failed", [self._message("incomplete", "".join(text))])
-                    failed["error"] = {"code": event.code or "server_error", "message": event.message}
-                    yield emit("response.failed", response=failed)
-                    return
-                if event.text:
-                    text.append(event.text)
-                    yield emit("response.output_text.delta", **where, delta=event.text, logprobs=[])
-                finish = event.finish_reason or finish
-                usage = event.usage or usage
+        async with aclosing(events):  # type: ignore[type-var]
+            try:
+                async for event in events:
+                    if event.text:
+                        text.append(event.text)
+                        yield emit("response.output_text.delta", **where, delta=event.text, logprobs=[])
+                    finish = event.finish_reason or finish
+                    usage = event.usage or usage
+            except Exception as exc:
+                error = in_band_error(exc)
+                yield emit("error", code=error.code or error.type, message=error.message, param=error.param)
+                failed = self._response("failed", [self._message("incomplete", "".join(text))])
+                failed["error"] = {"code": error.code or "server_error", "message": error.message}
+                yield emit("response.failed", response=failed)
+                return
         response = self._finished("".join(text), finish, usage)
         yield emit("response.output_text.done", **where, text=response["output_text"], logprobs=[])
         yield emit("response.content_part.done", **where, part=_text_part(response["output_text"]))
