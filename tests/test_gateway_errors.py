@@ -47,10 +47,11 @@ async def _upstream_chat(request: Request):
         if model == "stall-after":
             yield _chunk({"role": "assistant", "content": "partial"})
             await asyncio.sleep(STALL_S)
-        # echo: report which fields arrived, then a tool call split across two deltas
+        # echo: report which fields arrived (echo-chat: the whole request), then a tool call split across
+        # two deltas
         received = sorted(key for key in body if key not in ("model", "messages"))
         yield _chunk({"role": "assistant", "content": ""})
-        yield _chunk({"content": json.dumps(received)})
+        yield _chunk({"content": json.dumps(body if model == "echo-chat" else received)})
         call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": '}}
         yield _chunk({"tool_calls": [call]})
         yield _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"x"}'}}]})
@@ -88,6 +89,7 @@ tiers:
       - {{kind: openai, model: boom, url: "{upstream_url}"}}
       - {{kind: openai, model: busy, url: "{upstream_url}"}}
       - {{kind: openai, model: echo, url: "{upstream_url}"}}
+      - {{kind: openai, model: echo-chat, url: "{upstream_url}"}}
 routing: {{router: none}}
 """
 
@@ -158,6 +160,45 @@ def test_tool_call_deltas_stream_through(client):
     chunks = list(client.chat.completions.create(model="echo", messages=HI, stream=True))
     deltas = [c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls]
     assert "".join(d[0].function.arguments for d in deltas) == '{"q": "x"}'
+
+
+LOOKUP = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
+
+
+def test_responses_api_function_calls_over_a_remote_backend(client):
+    turns = [{"role": "user", "content": "find x"},
+             {"type": "function_call", "call_id": "call_0", "name": "lookup", "arguments": '{"q": "w"}'},
+             {"type": "function_call_output", "call_id": "call_0", "output": "nothing"}]
+    response = client.responses.create(model="echo-chat", input=turns, tools=[LOOKUP],
+                                       tool_choice={"type": "function", "name": "lookup"}, max_output_tokens=9)
+    sent = json.loads(response.output[0].content[0].text)  # what the upstream received: a chat request
+    assert sent["messages"] == [
+        {"role": "user", "content": "find x"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_0", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "w"}'}}]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "nothing"}]
+    assert sent["tools"] == [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "lookup"}}
+    assert sent["max_tokens"] == 9
+    call = response.output[1]
+    assert (call.type, call.call_id, call.name, call.arguments) == ("function_call", "call_1", "lookup", '{"q": "x"}')
+    assert response.status == "completed" and response.usage.total_tokens == 8
+
+
+def test_responses_api_streams_function_call_arguments(client):
+    events = list(client.responses.create(model="echo", input="find x", tools=[LOOKUP], stream=True))
+    kinds = [event.type for event in events]
+    assert kinds.count("response.output_item.added") == 2 and kinds.count("response.output_item.done") == 2
+    arguments = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    assert "".join(arguments) == '{"q": "x"}'
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert done[0].arguments == '{"q": "x"}' and done[0].output_index == 1
+    with client.responses.stream(model="echo", input="find x", tools=[LOOKUP]) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_response()
+    assert [item.type for item in final.output] == ["message", "function_call"]
+    assert final.output[1].arguments == '{"q": "x"}' and final.output[1].name == "lookup"
 
 
 def test_ready_reports_the_dead_backend(gateway):

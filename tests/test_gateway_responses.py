@@ -13,7 +13,7 @@ from conftest import UvicornServer, running_gateway
 
 from gateway.api.render_responses import ResponsesRenderer
 from gateway.backends.base import BackendError
-from gateway.schemas import ResponsesRequest
+from gateway.responses_request import ResponsesRequest
 from gateway.types import StreamEvent
 
 pytestmark = pytest.mark.slow
@@ -95,10 +95,11 @@ def test_stream_events_in_order_and_the_sdk_helper(client):
 
 @pytest.mark.parametrize(("fields", "param", "says"), [
     ({"previous_response_id": "resp_123"}, "previous_response_id", "keeps no responses"),
-    ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools", "not supported"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}]}, "input",
      "'input_image' are not supported"),
-    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}, "input", "'function_call_output'"),
+    ({"input": [{"type": "web_search_call", "id": "ws_1", "status": "completed"}]}, "input", "'web_search_call'"),
+    ({"tools": [{"type": "web_search"}]}, "tools", "'web_search' are not supported"),
+    ({"tools": [{"type": "function", "name": "f"}]}, "tools", "not supported by the embedded engine"),
     ({"input": []}, "input", "at least one message"),
     ({"text": {"format": {"type": "json_object"}}}, "text.format", "plain text"),
     ({"temperature": 3}, "temperature", "less than or equal to 2"),

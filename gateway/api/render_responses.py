@@ -1,7 +1,8 @@
 """StreamEvents → OpenAI Responses API objects: one `response` object, or its typed SSE events.
 
-The answer is one assistant message with one `output_text` part. A finish for length makes the response
-`incomplete` (reason `max_output_tokens`), as OpenAI reports a cut-off answer; a failure after the
+The output is an assistant message (one `output_text` part) when the model wrote text, then one
+`function_call` item per tool call, each opened when its first piece arrives, as OpenAI streams them.
+A finish for length makes the response `incomplete` (reason `max_output_tokens`); a failure after the
 headers went out is an `error` event followed by `response.failed`, the Responses API's own shape.
 """
 
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
 
-from gateway.schemas import ResponsesRequest
+from gateway.responses_request import ResponsesRequest
 from gateway.types import StreamEvent
 
 from .render import in_band_error, sse
@@ -23,68 +24,132 @@ _CHAT_USAGE = {"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tok
                "completion_tokens_details"}
 
 
+class _Output:
+    """The output items as they build up, and the stream events that announce each step."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.message: dict[str, Any] | None = None
+        self.calls: dict[int, dict[str, Any]] = {}  # chat tool-call index → function_call item
+        self.finish: str | None = None
+        self.usage: dict[str, Any] | None = None
+
+    def add(self, event: StreamEvent) -> Iterator[tuple[str, dict[str, Any]]]:
+        self.finish = event.finish_reason or self.finish
+        self.usage = event.usage or self.usage
+        if event.text:
+            yield from self._open_message()
+            self.message["content"][0]["text"] += event.text  # type: ignore[index]
+            yield "response.output_text.delta", {**self._where(self.message), "delta": event.text, "logprobs": []}
+        for call in (event.extra or {}).get("tool_calls") or []:
+            yield from self._add_call(call)
+
+    def close(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        if not self.items:  # nothing written: an empty message, so output_text is ""
+            yield from self._open_message()
+        status = "incomplete" if self.finish == "length" else "completed"
+        for item in self.items:
+            where = self._where(item)
+            if item["type"] == "message":
+                part = item["content"][0]
+                yield "response.output_text.done", {**where, "text": part["text"], "logprobs": []}
+                yield "response.content_part.done", {**where, "part": part}
+            else:
+                yield "response.function_call_arguments.done", {**where, "arguments": item["arguments"]}
+            item["status"] = status
+            yield "response.output_item.done", {"output_index": where["output_index"], "item": item}
+
+    @property
+    def text(self) -> str:
+        return self.message["content"][0]["text"] if self.message else ""
+
+    def _open_message(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        if self.message is not None:
+            return
+        self.message = {"type": "message", "id": "msg_" + uuid.uuid4().hex, "status": "in_progress",
+                        "role": "assistant", "content": []}
+        yield from self._opened(self.message)
+        self.message["content"].append(_text_part(""))
+        yield "response.content_part.added", {**self._where(self.message), "part": _text_part("")}
+
+    def _add_call(self, delta: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        function, index = delta.get("function") or {}, delta.get("index", len(self.calls))
+        item = self.calls.get(index)
+        if item is None:
+            item = self.calls[index] = {"type": "function_call", "id": "fc_" + uuid.uuid4().hex,
+                                        "call_id": delta.get("id") or "", "name": function.get("name") or "",
+                                        "arguments": "", "status": "in_progress"}
+            yield from self._opened(item)
+        if function.get("arguments"):
+            item["arguments"] += function["arguments"]
+            where = self._where(item)
+            yield "response.function_call_arguments.delta", {"item_id": item["id"],
+                                                             "output_index": where["output_index"],
+                                                             "delta": function["arguments"]}
+
+    def _opened(self, item: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        self.items.append(item)
+        yield "response.output_item.added", {"output_index": len(self.items) - 1, "item": {**item}}
+
+    def _where(self, item: dict[str, Any]) -> dict[str, Any]:
+        where = {"item_id": item["id"], "output_index": self.items.index(item)}
+        return {**where, "content_index": 0} if item["type"] == "message" else where
+
+
 class ResponsesRenderer:
-    """Shapes one response; its ids and creation time are fixed when it starts."""
+    """Shapes one response; its id and creation time are fixed when it starts."""
 
     def __init__(self, model: str, request: ResponsesRequest):
         self.model = model
         self.request = request
         self.id = "resp_" + uuid.uuid4().hex
-        self.message_id = "msg_" + uuid.uuid4().hex
         self.created_at = int(time.time())
 
     async def collect(self, events: AsyncIterator[StreamEvent]) -> dict[str, Any]:
         """The whole response; raises BackendError if the stream fails."""
-        text, finish, usage = [], None, None
+        output = _Output()
         async with aclosing(events):  # type: ignore[type-var]
             async for event in events:
-                text.append(event.text)
-                finish = event.finish_reason or finish
-                usage = event.usage or usage
-        return self._finished("".join(text), finish, usage)
+                for _ in output.add(event):
+                    pass
+        for _ in output.close():
+            pass
+        return self._finished(output)
 
     async def sse(self, events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
         sequence = iter(range(1 << 62))
 
-        def emit(kind: str, **fields: Any) -> bytes:
+        def emit(kind: str, fields: dict[str, Any]) -> bytes:
             return sse({"type": kind, "sequence_number": next(sequence), **fields}, event=kind)
 
-        where = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
-        yield emit("response.created", response=self._response("in_progress", []))
-        yield emit("response.in_progress", response=self._response("in_progress", []))
-        yield emit("response.output_item.added", output_index=0, item=self._message("in_progress", None))
-        yield emit("response.content_part.added", **where, part=_text_part(""))
-        text, finish, usage = [], None, None
+        yield emit("response.created", {"response": self._response("in_progress", [])})
+        yield emit("response.in_progress", {"response": self._response("in_progress", [])})
+        output = _Output()
         async with aclosing(events):  # type: ignore[type-var]
             try:
                 async for event in events:
-                    if event.text:
-                        text.append(event.text)
-                        yield emit("response.output_text.delta", **where, delta=event.text, logprobs=[])
-                    finish = event.finish_reason or finish
-                    usage = event.usage or usage
+                    for kind, fields in output.add(event):
+                        yield emit(kind, fields)
             except Exception as exc:
                 error = in_band_error(exc)
-                yield emit("error", code=error.code or error.type, message=error.message, param=error.param)
-                failed = self._response("failed", [self._message("incomplete", "".join(text))])
+                yield emit("error", {"code": error.code or error.type, "message": error.message,
+                                     "param": error.param})
+                failed = self._response("failed", output.items)
                 failed["error"] = {"code": error.code or "server_error", "message": error.message}
-                yield emit("response.failed", response=failed)
+                yield emit("response.failed", {"response": failed})
                 return
-        response = self._finished("".join(text), finish, usage)
-        yield emit("response.output_text.done", **where, text=response["output_text"], logprobs=[])
-        yield emit("response.content_part.done", **where, part=_text_part(response["output_text"]))
-        yield emit("response.output_item.done", output_index=0, item=response["output"][0])
-        yield emit("response.completed" if response["status"] == "completed" else "response.incomplete",
-                   response=response)
+        for kind, fields in output.close():
+            yield emit(kind, fields)
+        response = self._finished(output)
+        yield emit(f"response.{response['status']}", {"response": response})
 
     # --- objects ---------------------------------------------------------------------------------
 
-    def _finished(self, text: str, finish: str | None, usage: dict[str, Any] | None) -> dict[str, Any]:
-        cut = finish == "length"
-        response = self._response("incomplete" if cut else "completed",
-                                  [self._message("incomplete" if cut else "completed", text)], _usage(usage))
+    def _finished(self, output: _Output) -> dict[str, Any]:
+        cut = output.finish == "length"
+        response = self._response("incomplete" if cut else "completed", output.items, _usage(output.usage))
         response["incomplete_details"] = {"reason": "max_output_tokens"} if cut else None
-        response["output_text"] = text  # the SDK's convenience property, for clients reading raw JSON
+        response["output_text"] = output.text  # the SDK's convenience property, for clients reading raw JSON
         return response
 
     def _response(self, status: str, output: list[dict[str, Any]],
@@ -93,15 +158,12 @@ class ResponsesRenderer:
         return {"id": self.id, "object": "response", "created_at": self.created_at, "status": status,
                 "error": None, "incomplete_details": None, "instructions": asked.instructions,
                 "max_output_tokens": asked.max_output_tokens, "model": self.model, "output": output,
-                "parallel_tool_calls": False, "previous_response_id": None, "store": False,
-                "temperature": 1.0 if asked.temperature is None else asked.temperature,
+                "parallel_tool_calls": asked.parallel_tool_calls is not False, "previous_response_id": None,
+                "store": False, "temperature": 1.0 if asked.temperature is None else asked.temperature,
                 "top_p": 1.0 if asked.top_p is None else asked.top_p, "text": {"format": {"type": "text"}},
-                "tool_choice": asked.tool_choice or "auto", "tools": [], "truncation": "disabled",
-                "usage": usage, "user": asked.user, "metadata": asked.metadata or {}}
-
-    def _message(self, status: str, text: str | None) -> dict[str, Any]:
-        return {"type": "message", "id": self.message_id, "status": status, "role": "assistant",
-                "content": [] if text is None else [_text_part(text)]}
+                "tool_choice": asked.tool_choice or "auto",
+                "tools": [tool.model_dump(exclude_none=True) for tool in asked.tools or []],
+                "truncation": "disabled", "usage": usage, "user": asked.user, "metadata": asked.metadata or {}}
 
 
 def _text_part(text: str) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from gateway.backends.base import BackendError
 from gateway.cache import cache_mode_from_headers
 from gateway.errors import APIError, model_not_found
 from gateway.pipeline import Pipeline, RequestContext
-from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest, ResponsesRequest
+from gateway.responses_request import ResponsesRequest
+from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
 
 from .access import Authenticated, governance
 from .hangup import HangUp, HangUpStreamingResponse
