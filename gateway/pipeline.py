@@ -161,7 +161,9 @@ class Pipeline:
         if self.cache is None or embedding is None or not (asked.speculative and route.backend.accepts_reference):
             return None
         nearest = await self.cache.nearest(tenant, asked, embedding)
-        return "".join(event.text for event in nearest[0]) if nearest else None
+        if not nearest:
+            return None
+        return "".join(event.text for event in nearest[0] if not (event.extra or {}).get("index"))  # choice 0
 
     async def _through_cache(self, events: AsyncIterator[StreamEvent], serving: Serving, tenant: str,
                              asked: BackendRequest, embedding: np.ndarray | None, key: str,

@@ -205,7 +205,7 @@ def test_bad_params_are_400(client, kwargs, param):
 @pytest.mark.parametrize(("kwargs", "param"), [
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"n": 2}, "n"),
+    ({"n": 9}, "n"),  # beyond the engines' max_batch_size
     ({"logprobs": True, "top_logprobs": 25}, "top_logprobs"),
     ({"frequency_penalty": 0.5}, "frequency_penalty"),
     ({"extra_body": {"top_k": 5}}, "top_k"),
@@ -216,6 +216,31 @@ def test_unsupported_fields_named(client, model, kwargs, param):
         client.chat.completions.create(model=model, messages=SHORT, max_tokens=4, **kwargs)
     assert caught.value.body["param"] == param
     assert param in caught.value.body["message"]
+
+
+@pytest.mark.parametrize("model", ["small", "large"])  # in-process, and through the engine's own server
+def test_n_answers_side_by_side(client, model):
+    """`n`: choice i samples with seed + i, so choice 0 is the n = 1 answer and every choice is reproducible;
+    the prompt is counted once and the completions summed; a stream carries each choice's own index."""
+    request = {"model": model, "messages": SHORT, "max_tokens": 6, "temperature": 1.0, "seed": 11,
+               "extra_headers": {"cache-control": "no-store"}}
+    three = client.chat.completions.create(**request, n=3)
+    one = client.chat.completions.create(**request)
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    assert three.choices[0].message.content == one.choices[0].message.content
+    assert len({c.message.content for c in three.choices}) > 1  # sampled apart, not one answer thrice
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens
+    assert three.usage.completion_tokens == sum(
+        client.chat.completions.create(**{**request, "seed": 11 + i}).usage.completion_tokens for i in range(3))
+    chunks = list(client.chat.completions.create(**request, n=3, stream=True, stream_options={"include_usage": True}))
+    texts = {i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+             for i in range(3)}
+    assert [texts[i] for i in range(3)] == [c.message.content for c in three.choices]
+    finishes = [c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert sorted(finishes) == [0, 1, 2]
+    assert chunks[-1].usage.completion_tokens == three.usage.completion_tokens
+    greedy = client.chat.completions.create(**{**request, "temperature": 0}, n=2)
+    assert greedy.choices[0].message.content == greedy.choices[1].message.content
 
 
 @pytest.mark.parametrize("model", ["small", "large"])  # in-process, and through the engine's own server

@@ -10,10 +10,21 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import replace
+from itertools import zip_longest
 from typing import Any
 
 from engine.engine import Engine
-from engine.types import Delta, EngineError, EngineOverloaded, InvalidRequest, SamplingParams, TokenLogprob
+from engine.types import (
+    Delta,
+    EngineError,
+    EngineOverloaded,
+    InvalidRequest,
+    SamplingParams,
+    SpecStats,
+    TokenLogprob,
+    Usage,
+)
 from gateway.backends.base import BackendError
 from gateway.config import DeploymentConfig
 from gateway.errors import context_length_message
@@ -47,11 +58,10 @@ def _not_text_only(value: Any) -> bool:
 _IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls",
                       "prompt_cache_key", "safety_identifier", "cache_salt"})
 _SAMPLING = frozenset({"max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "logprobs",
-                       "top_logprobs"})
+                       "top_logprobs", "n"})
 
 # field → "is this value something the engine cannot honour?"
 _UNSUPPORTED = {
-    "n": _not_one,
     "best_of": _not_one,
     "echo": _truthy,
     "suffix": _truthy,
@@ -119,12 +129,23 @@ class EmbeddedBackend:
         prompt_ids = self._encode(engine, request)
         params = self._sampling_params(request.params, len(prompt_ids), chat=request.kind == "chat")
         reference = engine.encode_prompt(request.reference) if request.reference and request.speculative else None
+        n = self._choices(request.params)
+
+        def choice(index: int) -> AsyncIterator[Delta]:  # choice i samples with seed + i: n different answers
+            seed = None if params.seed is None else params.seed + index
+            return _as_generator(engine.generate(prompt_ids, replace(params, seed=seed),
+                                                 speculative=request.speculative, reference_ids=reference,
+                                                 cache_scope=request.cache_scope))
+
         try:
-            deltas = _as_generator(engine.generate(prompt_ids, params, speculative=request.speculative,
-                                                   reference_ids=reference, cache_scope=request.cache_scope))
-            async with aclosing(deltas):
-                async for delta in deltas:
-                    yield _to_event(delta, engine.tokenizer)
+            if n == 1:
+                async with aclosing(choice(0)) as deltas:
+                    async for delta in deltas:
+                        yield _to_event(delta, engine.tokenizer)
+            else:
+                async with aclosing(_choices_as_they_come([choice(i) for i in range(n)])) as tagged:
+                    async for index, delta in tagged:
+                        yield _to_event(delta, engine.tokenizer, index)
         except EngineOverloaded as exc:
             raise BackendError(f"{self.model} is overloaded, retry later ({exc})", 503) from None
         except InvalidRequest as exc:
@@ -133,6 +154,17 @@ class EmbeddedBackend:
             raise BackendError(f"{self.model}: {exc}", 502) from None
 
     # --- helpers ---------------------------------------------------------------------------------
+
+    def _choices(self, params: dict[str, Any]) -> int:
+        """`n`: its answers run side by side in the batch (after the first, their prompt comes from
+        the prefix cache), so at most one batch of them."""
+        n = params.get("n") or 1
+        limit = self.deployment.max_batch_size
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= limit:
+            raise BackendError(f"'n' must be an integer from 1 to {limit} (this deployment's max_batch_size) on "
+                               f"the embedded engine serving {self.model}", 400, param="n",
+                               code="unsupported_parameter")
+        return n
 
     def _require_engine(self) -> Engine:
         if self._engine is None:
@@ -213,7 +245,7 @@ def _text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return flat
 
 
-def _to_event(delta: Delta, tokenizer: Any) -> StreamEvent:
+def _to_event(delta: Delta, tokenizer: Any, index: int = 0) -> StreamEvent:
     usage = None
     if delta.usage is not None:
         counts = delta.usage
@@ -227,8 +259,10 @@ def _to_event(delta: Delta, tokenizer: Any) -> StreamEvent:
                 "num_accepted_tokens": delta.spec.num_accepted_tokens,
                 "accepted_per_position": delta.spec.accepted_per_position,
             }
-    extra = {"logprobs": {"content": _logprob_content(delta.logprobs, tokenizer)}} if delta.logprobs else None
-    return StreamEvent(text=delta.text, finish_reason=delta.finish_reason, usage=usage, extra=extra)
+    extra: dict[str, Any] = {"index": index} if index else {}
+    if delta.logprobs:
+        extra["logprobs"] = {"content": _logprob_content(delta.logprobs, tokenizer)}
+    return StreamEvent(text=delta.text, finish_reason=delta.finish_reason, usage=usage, extra=extra or None)
 
 
 def _logprob_content(logprobs: list[TokenLogprob], tokenizer: Any) -> list[dict[str, Any]]:
@@ -243,6 +277,62 @@ def _logprob_content(logprobs: list[TokenLogprob], tokenizer: Any) -> list[dict[
 
 def _code_for(exc: InvalidRequest) -> str | None:
     return "context_length_exceeded" if "context" in str(exc).lower() else None
+
+
+async def _choices_as_they_come(choices: list[AsyncIterator[Delta]]) -> AsyncIterator[tuple[int, Delta]]:
+    """(choice index, delta) from several answers to one prompt, as each arrives. Usage comes once, on
+    the last answer's last delta, for all of them together: the prompt counted once (its cached part
+    as the least any answer reused), completion tokens and speculation counters summed. Closing this
+    stops every answer; the first failure fails them all."""
+    queue: asyncio.Queue[tuple[int, Delta | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, deltas: AsyncIterator[Delta]) -> None:
+        try:
+            async with aclosing(deltas):  # type: ignore[type-var]
+                async for delta in deltas:
+                    queue.put_nowait((index, delta))
+            queue.put_nowait((index, None))
+        except Exception as exc:
+            queue.put_nowait((index, exc))
+
+    tasks = [asyncio.create_task(pump(index, deltas)) for index, deltas in enumerate(choices)]
+    finished: list[Delta] = []
+    try:
+        running = len(tasks)
+        while running:
+            index, item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                running -= 1
+            elif item.usage is None:
+                yield index, item
+            else:  # an answer's last delta: the usage of all of them rides on the very last one
+                finished.append(item)
+                together = len(finished) == len(tasks)
+                yield index, replace(item, usage=_usage_of(finished) if together else None,
+                                     spec=_spec_of(finished) if together else None)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _usage_of(answers: list[Delta]) -> Usage:
+    usages = [answer.usage for answer in answers if answer.usage is not None]
+    return Usage(prompt_tokens=usages[0].prompt_tokens, completion_tokens=sum(u.completion_tokens for u in usages),
+                 cached_tokens=min(u.cached_tokens for u in usages))
+
+
+def _spec_of(answers: list[Delta]) -> SpecStats | None:
+    stats = [answer.spec for answer in answers if answer.spec is not None]
+    if not stats:
+        return None
+    per_position = [sum(column) for column in zip_longest(*(s.accepted_per_position for s in stats), fillvalue=0)]
+    return SpecStats(num_drafts=sum(s.num_drafts for s in stats),
+                     num_draft_tokens=sum(s.num_draft_tokens for s in stats),
+                     num_accepted_tokens=sum(s.num_accepted_tokens for s in stats),
+                     accepted_per_position=per_position)
 
 
 async def _as_generator(iterator: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
