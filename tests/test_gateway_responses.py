@@ -113,6 +113,13 @@ def test_what_is_not_served_is_a_400_naming_it(client, fields, param, says):
     assert caught.value.body["param"] == param and says in caught.value.body["message"]
 
 
+def test_no_response_is_stored_to_retrieve_or_delete(client):
+    for call in (client.responses.retrieve, client.responses.delete):
+        with pytest.raises(openai.NotFoundError) as caught:
+            call("resp_123")
+        assert "keeps no responses" in caught.value.body["message"]
+
+
 def test_a_failure_after_the_headers_is_an_error_event_then_response_failed():
     async def failing():
         yield StreamEvent(text="Half an ans")

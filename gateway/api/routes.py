@@ -42,6 +42,15 @@ async def responses(body: ResponsesRequest, request: Request, caller: Authentica
     return await _generate(body, request, caller, lambda model: ResponsesRenderer(model, body))
 
 
+@router.get("/v1/responses/{response_id}")
+@router.delete("/v1/responses/{response_id}")
+@router.get("/v1/responses/{response_id}/input_items")
+async def stored_response(response_id: str, _: Authenticated) -> Response:
+    """OpenAI's answer for an unknown id; turnout stores no response to find."""
+    raise APIError(404, f"Response with id '{response_id}' not found: turnout keeps no responses "
+                        "(send the whole conversation in 'input')", code="not_found")
+
+
 @router.get("/v1/models")
 async def list_models(request: Request, _: Authenticated) -> dict:
     return {"object": "list", "data": [_model_card(model) for model in _pipeline(request).policy.model_ids()]}
