@@ -88,8 +88,8 @@ _UNSUPPORTED = {
     "top_logprobs": "logprobs are served on /v1/chat/completions",
     "prompt": "turnout keeps no prompt templates",
 }
-_ITEM_TYPES = {"message", "function_call", "function_call_output"}
-_TEXT_PARTS = {"input_text", "output_text"}
+_ITEM_TYPES = ("message", "function_call", "function_call_output")  # tuples: a client's `type` may be unhashable
+_TEXT_PARTS = ("input_text", "output_text")
 
 
 class ResponsesRequest(BaseModel):

@@ -101,6 +101,8 @@ def test_stream_events_in_order_and_the_sdk_helper(client):
     ({"tools": [{"type": "web_search"}]}, "tools", "'web_search' are not supported"),
     ({"tools": [{"type": "function", "name": "f"}]}, "tools", "not supported by the embedded engine"),
     ({"input": []}, "input", "at least one message"),
+    ({"input": [{"type": {}, "content": "hi"}]}, "input", "input items of type {}"),  # found by schemathesis
+    ({"input": [{"role": "user", "content": [{"type": [], "text": "hi"}]}]}, "input", "content parts of type []"),
     ({"text": {"format": {"type": "json_object"}}}, "text.format", "plain text"),
     ({"temperature": 3}, "temperature", "less than or equal to 2"),
     ({"max_output_tokens": 0}, "max_output_tokens", "greater than or equal to 1"),
