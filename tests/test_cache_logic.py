@@ -319,6 +319,8 @@ def test_contextual_alignment_does_not_count_a_reworded_function_word() -> None:
     ("How do I lower the pH of my pool?", "How do I raise the pH of my pool?"),
     ("Which houseplants are non-toxic to cats?", "Which houseplants are toxic to cats?"),  # "non-" hyphenated
     ("How do I turn off Wi-Fi on my Mac?", "How do I turn on Wi-Fi on my Mac?"),  # "on" twice on one side
+    ("How do I turn on Bluetooth on a Mac?", "How do I switch off Bluetooth on a Mac?"),  # two toggle verbs
+    ("How do I shut off the water heater?", "How do I switch on the water heater?"),
     ("When does the school year end in Japan?", "When does the school year start in Japan?"),
     ("What is the coldest lake in Europe?", "What is the warmest lake in Europe?"),  # superlatives
     ("Should I get a bigger chainring?", "Should I get a smaller chainring?"),  # comparatives, doubled g
@@ -332,6 +334,8 @@ def test_opposite_prefixes_particles_and_verbs_are_hard_vetoes(query: str, cache
 
 @pytest.mark.parametrize("query, cached", [
     ("How do I fill out a tax form?", "How do I fill in a tax form?"),  # the same particle verb
+    ("How do I switch off Bluetooth on a Mac?", "How do I turn off Bluetooth on a Mac?"),  # toggle verbs agree
+    ("How do I turn on dark mode in Slack?", "How do I switch on dark mode in Slack?"),
     ("How do I debug my Python code?", "How do I find a bug in my Python code?"),  # not de- + bug
     ("What is the best way to deduplicate a list?", "How do I remove duplicates from a list?"),
     ("How do I zoom in on a PDF?", "How can I zoom in on a PDF?"),

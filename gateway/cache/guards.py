@@ -298,7 +298,11 @@ PARTICLES = (("in", "out"), ("on", "off"))
 off where "on" also stands as a preposition ("turn off Bluetooth on Windows", which ANTONYMS' on/off misses:
 both words on one side). up/down are opposites anywhere."""
 SAME_PARTICLE_VERBS = frozenset({"fill"})  # "fill in a form" = "fill out a form"
+TOGGLE_VERBS = frozenset({"turn", "switch", "power", "flip", "toggle", "shut"})
+"""Verbs that mean one thing before on/off, so "turn on" and "switch off" are the same verb with opposite
+particles (a 1.5B judge accepted that pair as one question, 2026-12-01)."""
 _PARTICLE = re.compile(r"\b([A-Za-z]+)\s+(in|out|on|off)\b", re.IGNORECASE)
+_TOGGLE = "turn"
 
 
 _NON_HYPHEN = re.compile(r"\bnon-(?=[A-Za-z])", re.IGNORECASE)
@@ -320,8 +324,8 @@ def prefix_mismatch(query: str, cached: str) -> str | None:
 def particle_mismatch(query: str, cached: str) -> str | None:
     """"zoom in" in one prompt and "zoom out" in the other (the verb on both sides, each particle on one)."""
     def phrases(text: str) -> set[tuple[str, str]]:
-        return {(stem(verb), particle.lower()) for verb, particle in _PARTICLE.findall(text)
-                if verb.lower() not in SAME_PARTICLE_VERBS}
+        return {(_TOGGLE if verb.lower() in TOGGLE_VERBS else stem(verb), particle.lower())
+                for verb, particle in _PARTICLE.findall(text) if verb.lower() not in SAME_PARTICLE_VERBS}
 
     query_phrases, cached_phrases = phrases(query), phrases(cached)
     for a, b in PARTICLES:
