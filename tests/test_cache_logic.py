@@ -321,6 +321,9 @@ def test_contextual_alignment_does_not_count_a_reworded_function_word() -> None:
     ("How do I turn off Wi-Fi on my Mac?", "How do I turn on Wi-Fi on my Mac?"),  # "on" twice on one side
     ("How do I turn on Bluetooth on a Mac?", "How do I switch off Bluetooth on a Mac?"),  # two toggle verbs
     ("How do I shut off the water heater?", "How do I switch on the water heater?"),
+    ("How do I enable dark mode in VS Code?", "How do I turn off dark mode in VS Code?"),  # a word / a particle
+    ("How do I turn on location services on iPhone?", "How do I disable location services on iPhone?"),
+    ("How do I switch on auto-save in Word?", "How do I deactivate auto-save in Word?"),
     ("When does the school year end in Japan?", "When does the school year start in Japan?"),
     ("What is the coldest lake in Europe?", "What is the warmest lake in Europe?"),  # superlatives
     ("Should I get a bigger chainring?", "Should I get a smaller chainring?"),  # comparatives, doubled g
@@ -336,6 +339,8 @@ def test_opposite_prefixes_particles_and_verbs_are_hard_vetoes(query: str, cache
     ("How do I fill out a tax form?", "How do I fill in a tax form?"),  # the same particle verb
     ("How do I switch off Bluetooth on a Mac?", "How do I turn off Bluetooth on a Mac?"),  # toggle verbs agree
     ("How do I turn on dark mode in Slack?", "How do I switch on dark mode in Slack?"),
+    ("How do I enable dark mode in Slack?", "How do I turn on dark mode in Slack?"),
+    ("How do I turn off Wi-Fi and turn on Bluetooth?", "How do I disable Wi-Fi and enable Bluetooth?"),  # both ways
     ("How do I debug my Python code?", "How do I find a bug in my Python code?"),  # not de- + bug
     ("What is the best way to deduplicate a list?", "How do I remove duplicates from a list?"),
     ("How do I zoom in on a PDF?", "How can I zoom in on a PDF?"),
@@ -345,7 +350,7 @@ def test_opposite_prefixes_particles_and_verbs_are_hard_vetoes(query: str, cache
 ])
 def test_opposite_guards_leave_lookalikes_alone(query: str, cached: str) -> None:
     assert all(guard(query, cached) is None for guard in (
-        guards.prefix_mismatch, guards.particle_mismatch, guards.antonym_mismatch))
+        guards.prefix_mismatch, guards.particle_mismatch, guards.antonym_mismatch, guards.toggle_mismatch))
 
 
 def test_one_sided_scores_tell_an_added_word_from_a_swapped_one() -> None:

@@ -298,11 +298,7 @@ PARTICLES = (("in", "out"), ("on", "off"))
 off where "on" also stands as a preposition ("turn off Bluetooth on Windows", which ANTONYMS' on/off misses:
 both words on one side). up/down are opposites anywhere."""
 SAME_PARTICLE_VERBS = frozenset({"fill"})  # "fill in a form" = "fill out a form"
-TOGGLE_VERBS = frozenset({"turn", "switch", "power", "flip", "toggle", "shut"})
-"""Verbs that mean one thing before on/off, so "turn on" and "switch off" are the same verb with opposite
-particles (a 1.5B judge accepted that pair as one question, 2026-12-01)."""
 _PARTICLE = re.compile(r"\b([A-Za-z]+)\s+(in|out|on|off)\b", re.IGNORECASE)
-_TOGGLE = "turn"
 
 
 _NON_HYPHEN = re.compile(r"\bnon-(?=[A-Za-z])", re.IGNORECASE)
@@ -324,8 +320,8 @@ def prefix_mismatch(query: str, cached: str) -> str | None:
 def particle_mismatch(query: str, cached: str) -> str | None:
     """"zoom in" in one prompt and "zoom out" in the other (the verb on both sides, each particle on one)."""
     def phrases(text: str) -> set[tuple[str, str]]:
-        return {(_TOGGLE if verb.lower() in TOGGLE_VERBS else stem(verb), particle.lower())
-                for verb, particle in _PARTICLE.findall(text) if verb.lower() not in SAME_PARTICLE_VERBS}
+        return {(stem(verb), particle.lower()) for verb, particle in _PARTICLE.findall(text)
+                if verb.lower() not in SAME_PARTICLE_VERBS}
 
     query_phrases, cached_phrases = phrases(query), phrases(cached)
     for a, b in PARTICLES:
@@ -335,6 +331,34 @@ def particle_mismatch(query: str, cached: str) -> str | None:
             opposite = b if particle == a else a
             if (verb, opposite) in cached_phrases - query_phrases:
                 return f"opposite:{verb} {particle}/{verb} {opposite}"
+    return None
+
+
+TOGGLE_VERBS = frozenset({"turn", "switch", "power", "flip", "toggle", "shut"})
+_SWITCHED_ON = frozenset(stem(word) for word in ("enable", "activate"))
+_SWITCHED_OFF = frozenset(stem(word) for word in ("disable", "deactivate"))
+
+
+def _switched(text: str) -> frozenset[str]:
+    """Which way the prompt switches something: "on" for turn / switch / power on, enable, activate;
+    "off" for their opposites. Both when it does both."""
+    found = {particle.lower() for verb, particle in _PARTICLE.findall(text)
+             if verb.lower() in TOGGLE_VERBS and particle.lower() in ("on", "off")}
+    stems = _stems(text)
+    if stems & _SWITCHED_ON:
+        found.add("on")
+    if stems & _SWITCHED_OFF:
+        found.add("off")
+    return frozenset(found)
+
+
+def toggle_mismatch(query: str, cached: str) -> str | None:
+    """One prompt switches something on, the other off, in any wording: "turn on" / "switch off", "enable" /
+    "turn off", "disable" / "switch on" (a false hit that the verifier and the 1.5B judge both let through,
+    2026-12-01: the antonym guard sees "on" on both sides of "turn on Bluetooth on a Mac")."""
+    query_way, cached_way = _switched(query), _switched(cached)
+    if len(query_way) == 1 and len(cached_way) == 1 and query_way != cached_way:
+        return f"opposite:switch {next(iter(query_way))}/{next(iter(cached_way))}"
     return None
 
 
@@ -446,8 +470,8 @@ def intent_mismatch(query: str, cached: str) -> str | None:
 
 
 GUARDS: tuple[Callable[[str, str], str | None], ...] = (
-    number_mismatch, negation_mismatch, antonym_mismatch, prefix_mismatch, particle_mismatch, question_word_mismatch,
-    entity_mismatch, direction_mismatch, intent_mismatch,
+    number_mismatch, negation_mismatch, antonym_mismatch, prefix_mismatch, particle_mismatch, toggle_mismatch,
+    question_word_mismatch, entity_mismatch, direction_mismatch, intent_mismatch,
 )
 
 SYNONYM_SIMILARITY = 0.93

@@ -39,7 +39,7 @@ from gateway.cache.contextual import shared_contextual_aligner
 
 HARD_GUARDS: tuple[Callable[[str, str], str | None], ...] = (
     guards.number_mismatch, guards.negation_mismatch, guards.antonym_mismatch, guards.direction_mismatch,
-    guards.prefix_mismatch, guards.particle_mismatch, guards.question_word_mismatch,
+    guards.prefix_mismatch, guards.particle_mismatch, guards.toggle_mismatch, guards.question_word_mismatch,
 )
 
 FEATURES = ("cosine", "entity", "substitution", "intent", "overlap", "changed", "length", "added_only")
