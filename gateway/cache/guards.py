@@ -93,6 +93,8 @@ ANTONYMS: tuple[tuple[str, str], ...] = (
     ("arrival", "departure"), ("arrivals", "departures"), ("sender", "receiver"),
     ("parent", "child"), ("ancestor", "descendant"), ("predecessor", "successor"), ("previous", "next"),
     ("odd", "even"), ("maximum", "minimum"), ("overweight", "underweight"), ("sweet", "savory"),
+    # 2026-12-01: a user check got a false hit for fresh / dried basil
+    ("fresh", "dried"), ("fresh", "canned"), ("fresh", "stale"),
     ("sweet", "sour"), ("quiet", "loud"), ("deep", "shallow"), ("heavier", "lighter"), ("increase", "reduce"),
     ("increase", "lower"), ("strengthen", "weaken"), ("tall", "short"),
     # 2026-12-01: cold/warm was missing (hot/cold and warm/cool were there)
