@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import importlib.util
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -203,22 +205,39 @@ class BatchingEncoder:
     so the event loop keeps serving while the model computes. While one batch computes the next
     one fills up, so under load batches grow by themselves; one batch at a time is what 2 cores
     can use anyway.
+
+    The last `remember` texts' embeddings are kept: a conversation sends its earlier user turns again
+    with every request (the router scores them), and the same question often comes back with other
+    parameters, which the exact cache keeps apart.
     """
 
-    def __init__(self, encoder: Encoder, *, max_batch_size: int = 64, max_wait_ms: float = 0.0) -> None:
+    def __init__(self, encoder: Encoder, *, max_batch_size: int = 64, max_wait_ms: float = 0.0,
+                 remember: int = 4096) -> None:
         self.encoder = encoder
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
+        self.remember = remember
+        self._recent: OrderedDict[bytes, np.ndarray] = OrderedDict()  # digest of the text → its embedding
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
     async def embed_one(self, text: str) -> np.ndarray:
-        """The (384,) embedding of `text`, computed in a shared batch."""
+        """The (384,) embedding of `text`: remembered, or computed in a shared batch."""
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        if (vector := self._recent.get(key)) is not None:
+            self._recent.move_to_end(key)
+            return vector
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="batching-encoder")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((text, future))
-        return await future
+        vector = await future
+        if self.remember:
+            vector.setflags(write=False)  # shared from now on: a caller's in-place change must fail loudly
+            self._recent[key] = vector
+            if len(self._recent) > self.remember:
+                self._recent.popitem(last=False)
+        return vector
 
     async def embed_many(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts that are already a batch, off the event loop."""

@@ -89,6 +89,20 @@ async def test_batching_encoder_under_concurrency_equals_direct_embed(encoder: E
     assert sum(sizes) == len(texts) and max(sizes) <= 4 and len(sizes) < len(texts)  # really batched
 
 
+async def test_batching_encoder_remembers_recent_texts(encoder: Encoder) -> None:
+    counting = CountingEncoder(encoder)
+    batching = BatchingEncoder(counting, remember=2)  # type: ignore[arg-type]
+    try:
+        first = await batching.embed_one(PROMPTS[0])
+        again = await batching.embed_one(PROMPTS[0])  # a conversation's earlier turn, sent again
+        await batching.embed_one(PROMPTS[1])
+        await batching.embed_one(PROMPTS[2])  # pushes PROMPTS[0] out
+        await batching.embed_one(PROMPTS[0])
+    finally:
+        await batching.aclose()
+    assert again is first and sum(counting.batch_sizes) == 4
+
+
 async def test_batching_encoder_survives_a_cancelled_caller(encoder: Encoder) -> None:
     batching = BatchingEncoder(encoder, max_wait_ms=5.0)
     try:
