@@ -14,6 +14,7 @@ from rich.filesize import decimal
 from rich.table import Table
 
 from engine import store
+from engine.types import DEFAULT_PREFIX_CACHE_MB
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -97,6 +98,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8001)
     serve.add_argument("--max-batch-size", type=int, default=8)
-    serve.add_argument("--prefix-cache-mb", type=float, default=256.0,
+    serve.add_argument("--prefix-cache-mb", type=float, default=DEFAULT_PREFIX_CACHE_MB,
                        help="memory for reusable prompt KV, per tenant / cache_salt (0: off)")
     serve.set_defaults(func=serve_engine)

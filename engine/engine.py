@@ -17,9 +17,7 @@ from engine.runner import ModelRunner
 from engine.sampling import make_generator
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence
-from engine.types import Delta, EngineError, InvalidRequest, SamplingParams
-
-DEFAULT_PREFIX_CACHE_MB = 256.0  # ~4,600 tokens of the 1.5B's KV (fp32), ~10,900 of the 0.5B's
+from engine.types import DEFAULT_PREFIX_CACHE_MB, Delta, EngineError, InvalidRequest, SamplingParams
 
 
 class Engine:

@@ -59,6 +59,11 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
+DEFAULT_PREFIX_CACHE_MB = 256.0
+"""Memory for reusable prompt KV per model (~4,600 tokens of the 1.5B's KV in fp32, ~10,900 of the 0.5B's).
+Here, not in engine/prefix_cache.py, so the gateway's config and CLIs can name it without importing torch."""
+
+
 @dataclass
 class Usage:
     prompt_tokens: int = 0

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from engine.types import DEFAULT_PREFIX_CACHE_MB
 from gateway.cache.config import CacheConfig
 from gateway.types import Tier
 from router_models.conversation import TurnsMode
@@ -103,8 +104,8 @@ class DeploymentConfig(_Strict):
     max_batch_size: int = Field(8, ge=1)
     max_waiting: int = Field(64, ge=0)
     context_length: int | None = Field(None, ge=1)
-    prefix_cache_mb: float = Field(256.0, ge=0, description="embedded: memory for reusable prompt KV per model "
-                                   "(the target's, and as much for a draft model's); 0 turns it off")
+    prefix_cache_mb: float = Field(DEFAULT_PREFIX_CACHE_MB, ge=0, description="embedded: memory for reusable "
+                                   "prompt KV per model (the target's, and as much for a draft model's); 0: off")
     cache_salt: bool = Field(False, description="openai kind: send each request's tenant as vLLM's cache_salt "
                              "(vLLM >= 0.9, or turnout's engine server), so the server's prefix cache is not "
                              "shared across tenants")

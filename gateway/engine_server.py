@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 
+from engine.types import DEFAULT_PREFIX_CACHE_MB
 from gateway.config import DeploymentConfig, RoutingConfig, ServerConfig, TierConfig, TurnoutConfig
 
 
 def engine_config(model: str, *, host: str = "127.0.0.1", port: int = 8001, max_batch_size: int = 8,
-                  max_waiting: int = 64, prefix_cache_mb: float = 256.0) -> TurnoutConfig:
+                  max_waiting: int = 64, prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB) -> TurnoutConfig:
     deployment = DeploymentConfig(kind="embedded", model=model, max_batch_size=max_batch_size,
                                   max_waiting=max_waiting, prefix_cache_mb=prefix_cache_mb)
     return TurnoutConfig(server=ServerConfig(host=host, port=port),
@@ -26,5 +27,5 @@ def serve(args: argparse.Namespace) -> int:
     config = engine_config(args.model, host=args.host, port=args.port,
                            max_batch_size=getattr(args, "max_batch_size", 8),
                            max_waiting=getattr(args, "max_waiting", 64),
-                           prefix_cache_mb=getattr(args, "prefix_cache_mb", 256.0))
+                           prefix_cache_mb=getattr(args, "prefix_cache_mb", DEFAULT_PREFIX_CACHE_MB))
     return run_server(config, log_level=getattr(args, "log_level", "info"))
