@@ -13,12 +13,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from . import ROUTER_NAMES, load_router
-from .conversation import score_conversations, user_turns
+from .conversation import TurnsMode, score_conversations, user_turns
 from .encoder import DEFAULT_CACHE_DIR
 
 
@@ -76,7 +76,7 @@ def _add_router_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_turns_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--turns", choices=["conversation", "last"], default="conversation",
+    parser.add_argument("--turns", choices=get_args(TurnsMode), default="conversation",
                         help="how a {\"messages\"} line is scored, as routing.turns in turnout.yaml: its hardest "
                              "user turn (default) or its last one")
 

@@ -31,6 +31,7 @@ class _Output:
         self.items: list[dict[str, Any]] = []
         self.message: dict[str, Any] | None = None
         self.calls: dict[int, dict[str, Any]] = {}  # chat tool-call index → function_call item
+        self._positions: dict[str, int] = {}  # item id → output_index
         self.finish: str | None = None
         self.usage: dict[str, Any] | None = None
 
@@ -82,17 +83,15 @@ class _Output:
             yield from self._opened(item)
         if function.get("arguments"):
             item["arguments"] += function["arguments"]
-            where = self._where(item)
-            yield "response.function_call_arguments.delta", {"item_id": item["id"],
-                                                             "output_index": where["output_index"],
-                                                             "delta": function["arguments"]}
+            yield "response.function_call_arguments.delta", {**self._where(item), "delta": function["arguments"]}
 
     def _opened(self, item: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        self._positions[item["id"]] = len(self.items)
         self.items.append(item)
-        yield "response.output_item.added", {"output_index": len(self.items) - 1, "item": {**item}}
+        yield "response.output_item.added", {"output_index": self._positions[item["id"]], "item": {**item}}
 
     def _where(self, item: dict[str, Any]) -> dict[str, Any]:
-        where = {"item_id": item["id"], "output_index": self.items.index(item)}
+        where = {"item_id": item["id"], "output_index": self._positions[item["id"]]}
         return {**where, "content_index": 0} if item["type"] == "message" else where
 
 
