@@ -23,8 +23,8 @@ from bench.common import Timing, markdown_table, timed_generate
 from bench.datasets import humaneval_code, mtbench_questions, sharegpt_prompts
 from drafters.combined import FirstProposal
 from drafters.config import SpeculativeConfig, build_drafter
-from engine.engine import DEFAULT_PREFIX_CACHE_MB, Engine
-from engine.types import SamplingParams
+from engine.engine import Engine
+from engine.types import DEFAULT_PREFIX_CACHE_MB, SamplingParams
 
 TARGET = "qwen2.5-coder-1.5b-instruct"
 DRAFT = "qwen2.5-coder-0.5b-instruct"
