@@ -100,4 +100,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-batch-size", type=int, default=8)
     serve.add_argument("--prefix-cache-mb", type=float, default=DEFAULT_PREFIX_CACHE_MB,
                        help="memory for reusable prompt KV, per tenant / cache_salt (0: off)")
+    serve.add_argument("--threads", type=int, default=None,
+                       help="torch threads per step (default: all cores this process may use)")
     serve.set_defaults(func=serve_engine)

@@ -22,11 +22,11 @@ from engine.types import DEFAULT_PREFIX_CACHE_MB, Delta, EngineError, InvalidReq
 
 class Engine:
     def __init__(self, loaded: LoadedModel, *, max_batch_size: int = 8, max_waiting: int = 64,
-                 prefill_threads: int | None = None, decode_threads: int | None = None,
-                 speculative: SpeculativeConfig | None = None, progress: bool = True,
+                 threads: int | None = None, speculative: SpeculativeConfig | None = None, progress: bool = True,
                  prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB):
         """`prefix_cache_mb`: memory for reusable prompt KV (engine/prefix_cache.py), as much again for the
-        draft model's; 0 turns prefix caching off."""
+        draft model's; 0 turns prefix caching off. `threads`: torch threads per step; None shares the cores
+        among the process's engines with work (engine/cpu_share.py)."""
         self.loaded = loaded
         self.speculative = speculative or SpeculativeConfig()
         self.model_id = loaded.model_id
@@ -35,7 +35,7 @@ class Engine:
         self.prefix_cache = PrefixCache.of_megabytes(prefix_cache_mb)
         self.scheduler = Scheduler(
             ModelRunner(loaded), max_batch_size=max_batch_size, max_waiting=max_waiting,
-            prefill_threads=prefill_threads, decode_threads=decode_threads,
+            threads=threads,
             drafter=build_drafter(self.speculative, loaded, progress=progress, prefix_cache_mb=prefix_cache_mb),
             max_speculative_batch=self.speculative.max_batch, prefix_cache=self.prefix_cache,
         )

@@ -13,6 +13,7 @@ import threading
 import torch
 from transformers import DynamicCache
 
+from engine.cpu_share import CPU_SHARE
 from engine.kv import cache_argument, crop_cache
 from engine.loader import LoadedModel
 
@@ -29,7 +30,8 @@ class PrefixScorer:
     @torch.inference_mode()
     def warm(self) -> DynamicCache:
         """Prefill the prefix now rather than on the first call (blocking)."""
-        with self._lock:
+        with self._lock, CPU_SHARE.working(self) as threads:
+            torch.set_num_threads(threads)
             return self._prefix_cache()
 
     @torch.inference_mode()
@@ -38,7 +40,8 @@ class PrefixScorer:
         prefix_length = len(self.prefix_ids)
         if ids[:prefix_length] != self.prefix_ids or len(ids) == prefix_length:
             raise ValueError("ids must extend the scorer's prefix")
-        with self._lock:
+        with self._lock, CPU_SHARE.working(self) as threads:  # an engine with work steps on fewer threads
+            torch.set_num_threads(threads)
             cache = self._prefix_cache()
             try:
                 out = self.loaded.model(input_ids=self._tensor(ids[prefix_length:]), **cache_argument(cache),

@@ -15,6 +15,7 @@ import torch
 
 from drafters.base import EMPTY, Draft, Drafter
 from drafters.verify import verify
+from engine.cpu_share import CPU_SHARE, CpuShare
 from engine.kv import BatchKV, cache_layers
 from engine.prefix_cache import NO_MATCH, PrefixCache
 from engine.runner import ModelRunner
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 class Scheduler:
     def __init__(self, runner: ModelRunner, *, max_batch_size: int = 8, max_waiting: int = 64,
-                 prefill_threads: int | None = None, decode_threads: int | None = None,
+                 threads: int | None = None, cpu: CpuShare = CPU_SHARE,
                  drafter: Drafter | None = None, max_speculative_batch: int = 4,
                  prefix_cache: PrefixCache | None = None):
         self.runner = runner
@@ -36,11 +37,8 @@ class Scheduler:
         self.max_speculative_batch = max_speculative_batch
         self.max_batch_size = max_batch_size
         self.max_waiting = max_waiting
-        # One thread each by default: on this 2-core CPU a 2-thread step ran up to 10x slower whenever
-        # the other core was busy (bench/engine/step_cost.py), and the default gateway runs two engines
-        # (small and large) in one process, one core each.
-        self.prefill_threads = prefill_threads or 1
-        self.decode_threads = decode_threads or 1
+        self.threads = threads  # None: the cores `cpu` shares among the engines with work (engine/cpu_share.py)
+        self.cpu = cpu
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.kv = BatchKV()
@@ -79,10 +77,14 @@ class Scheduler:
     def _serve_forever(self) -> None:
         while True:
             with self._wakeup:
+                if self._stopped or not (self.waiting or self.running):
+                    self.cpu.idle(self)
                 while not self._stopped and not self.waiting and not self.running:
                     self._wakeup.wait()
                 if self._stopped:
                     return
+            self.cpu.busy(self)
+            torch.set_num_threads(self.threads or self.cpu.threads())
             try:
                 self._admit()
                 if self.running:
@@ -92,7 +94,6 @@ class Scheduler:
                 self._fail_all()
 
     def _admit(self) -> None:
-        torch.set_num_threads(self.prefill_threads)
         while len(self.running) < self.max_batch_size:
             with self._wakeup:
                 if not self.waiting:
@@ -112,7 +113,6 @@ class Scheduler:
 
     def _decode(self) -> None:
         drafts = [self._draft(seq) for seq in self.running]
-        torch.set_num_threads(self.decode_threads)
         fed = [[seq.next_token, *draft.tokens] for seq, draft in zip(self.running, drafts, strict=True)]
         logits = self.runner.step(self.kv, fed)
         for row, (seq, draft, row_logits) in enumerate(zip(self.running, drafts, logits, strict=True)):

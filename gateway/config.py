@@ -106,6 +106,8 @@ class DeploymentConfig(_Strict):
     context_length: int | None = Field(None, ge=1)
     prefix_cache_mb: float = Field(DEFAULT_PREFIX_CACHE_MB, ge=0, description="embedded: memory for reusable "
                                    "prompt KV per model (the target's, and as much for a draft model's); 0: off")
+    threads: int | None = Field(None, ge=1, description="embedded: torch threads per step; default: the "
+                                "process's cores, shared among the engines with work")
     cache_salt: bool = Field(False, description="openai kind: send each request's tenant as vLLM's cache_salt "
                              "(vLLM >= 0.9, or turnout's engine server), so the server's prefix cache is not "
                              "shared across tenants")

@@ -13,9 +13,10 @@ from gateway.config import DeploymentConfig, RoutingConfig, ServerConfig, TierCo
 
 
 def engine_config(model: str, *, host: str = "127.0.0.1", port: int = 8001, max_batch_size: int = 8,
-                  max_waiting: int = 64, prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB) -> TurnoutConfig:
+                  max_waiting: int = 64, prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
+                  threads: int | None = None) -> TurnoutConfig:
     deployment = DeploymentConfig(kind="embedded", model=model, max_batch_size=max_batch_size,
-                                  max_waiting=max_waiting, prefix_cache_mb=prefix_cache_mb)
+                                  max_waiting=max_waiting, prefix_cache_mb=prefix_cache_mb, threads=threads)
     return TurnoutConfig(server=ServerConfig(host=host, port=port),
                          tiers={"small": TierConfig(deployments=[deployment])},
                          routing=RoutingConfig(router="none"))
@@ -27,5 +28,6 @@ def serve(args: argparse.Namespace) -> int:
     config = engine_config(args.model, host=args.host, port=args.port,
                            max_batch_size=getattr(args, "max_batch_size", 8),
                            max_waiting=getattr(args, "max_waiting", 64),
-                           prefix_cache_mb=getattr(args, "prefix_cache_mb", DEFAULT_PREFIX_CACHE_MB))
+                           prefix_cache_mb=getattr(args, "prefix_cache_mb", DEFAULT_PREFIX_CACHE_MB),
+                           threads=getattr(args, "threads", None))
     return run_server(config, log_level=getattr(args, "log_level", "info"))

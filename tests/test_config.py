@@ -58,6 +58,9 @@ tiers:
     deployments:
       - {kind: openai, model: big}
       - {kind: embeded, tmeout_s: 3}
+  small:
+    deployments:
+      - {kind: embedded, model: tiny, threads: 0}
 routing: {threshold: 0.5, strong_fraction: 0.2}
 """)
     assert "server.port: Input should be less than or equal to 65535" in errors
@@ -66,6 +69,7 @@ routing: {threshold: 0.5, strong_fraction: 0.2}
     assert "tiers.large.deployments[1].model: Field required" in errors
     assert "tiers.large.deployments[1].tmeout_s: unknown key" in errors
     assert "routing: give threshold or strong_fraction, not both" in errors
+    assert "tiers.small.deployments[0].threads: Input should be greater than or equal to 1" in errors
 
 
 def test_rules_and_aliases_are_checked():

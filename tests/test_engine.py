@@ -7,6 +7,7 @@ import asyncio
 import pytest
 import torch
 
+from engine.cpu_share import CPU_SHARE, CpuShare
 from engine.detok import IncrementalDetokenizer, StopStringFilter
 from engine.engine import Engine
 from engine.types import EngineOverloaded, InvalidRequest, SamplingParams
@@ -153,3 +154,53 @@ def test_stop_filter_holds_back_partial_stop_strings():
     assert stop.push("X more") == "ENX more"
     assert stop.push(" and END tail") == " and "
     assert stop.stopped
+
+
+class RecordingShare(CpuShare):
+    """A two-core share that remembers the thread count it gave each step."""
+
+    def __init__(self) -> None:
+        super().__init__(cores=2)
+        self.given: list[int] = []
+
+    def threads(self) -> int:
+        self.given.append(super().threads())
+        return self.given[-1]
+
+
+def test_cpu_share_splits_cores_among_busy_engines():
+    share, small, large = CpuShare(cores=4), object(), object()
+    assert share.threads() == 4
+    share.busy(small)
+    share.busy(small)  # the same engine twice is still one
+    assert share.threads() == 4
+    share.busy(large)
+    assert share.threads() == 2
+    with share.working(object()) as threads:  # e.g. a cache judge's forward pass beside both engines
+        assert threads == 1
+    share.idle(small)
+    assert share.threads() == 4
+    assert CpuShare(cores=1).threads() == 1
+
+
+async def test_engines_share_the_cores_and_outputs_ignore_the_thread_count(engine):
+    """While another engine has work, each step takes half of two cores; alone, both. The tokens are the
+    same either way (and the same as on one thread)."""
+    other = Engine(engine.loaded, max_batch_size=1, threads=1, progress=False)
+    share = RecordingShare()
+    engine.scheduler.cpu = other.scheduler.cpu = share
+    try:
+        alone = tokens_of((await collect(engine, PROMPTS[2]))[1])
+        assert set(share.given) == {2}
+        share.given.clear()
+        ids = engine.encode_chat([{"role": "user", "content": PROMPTS[1]}])
+        busy = other.generate(ids, SamplingParams(max_tokens=500, temperature=0.0, ignore_eos=True))
+        await anext(busy)  # the other engine now has work until it is closed
+        shared = tokens_of((await collect(engine, PROMPTS[2]))[1])
+        await busy.aclose()
+        assert set(share.given) == {1}
+        one_thread = tokens_of((await collect(other, PROMPTS[2]))[1])
+    finally:
+        engine.scheduler.cpu = CPU_SHARE
+        other.close()
+    assert shared == alone == one_thread

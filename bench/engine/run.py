@@ -1,7 +1,9 @@
 """bench/engine: single-stream tok/s and TTFT per built-in model, transformers `generate` as the
 reference, and aggregate tok/s of 8 concurrent streams vs the same 8 run one after another.
 
-    .venv/bin/python -m bench.engine.run [--models smollm2-135m-instruct ...] [--tokens 64]
+    .venv/bin/python -m bench.engine.run [--models smollm2-135m-instruct ...] [--tokens 64] [--threads 1 0]
+
+`--threads 0` is the engine's default: every core the process may use while it is the only engine with work.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from bench.common import markdown_table, timed_generate
 from bench.engine.prompts import PROMPTS
+from engine.cpu_share import CPU_SHARE
 from engine.engine import Engine
 from engine.loader import load_model
 from engine.store import resolve
@@ -39,8 +42,9 @@ def transformers_reference(engine: Engine, prompt: str, tokens: int) -> float:
         torch.set_num_threads(threads)
 
 
-async def bench_model(name: str, tokens: int, concurrency: int) -> list[object]:
-    engine = Engine.load(name, max_batch_size=concurrency, speculative=None, prefix_cache_mb=0)  # batching alone
+async def bench_model(name: str, tokens: int, concurrency: int, threads: int) -> list[object]:
+    engine = Engine.load(name, max_batch_size=concurrency, speculative=None, prefix_cache_mb=0,  # batching alone
+                         threads=threads or None)
     params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
     try:
         await timed_generate(engine, "warm up", SamplingParams(max_tokens=4, temperature=0.0))
@@ -56,6 +60,7 @@ async def bench_model(name: str, tokens: int, concurrency: int) -> list[object]:
     concurrent_tps = sum(t.tokens for t in together) / wall
     return [
         name,
+        threads or f"all ({CPU_SHARE.cores})",
         f"{sum(t.tokens_per_s for t in single) / len(single):.2f}",
         f"{reference:.2f}",
         f"{median(t.ttft_s for t in single) * 1000:.0f}",
@@ -71,10 +76,12 @@ def main() -> None:
         "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--threads", type=int, nargs="+", default=[0], help="torch threads per step; 0: the default")
     args = parser.parse_args()
-    rows = [asyncio.run(bench_model(name, args.tokens, args.concurrency)) for name in args.models]
+    rows = [asyncio.run(bench_model(name, args.tokens, args.concurrency, threads))
+            for name in args.models for threads in args.threads]
     print(markdown_table(
-        ["model", "engine tok/s (1 stream)", "transformers generate tok/s", "TTFT p50 ms",
+        ["model", "threads", "engine tok/s (1 stream)", "transformers generate tok/s", "TTFT p50 ms",
          f"{args.concurrency} sequential tok/s", f"{args.concurrency} concurrent tok/s", "concurrency gain"],
         rows,
     ))

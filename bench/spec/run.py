@@ -23,6 +23,7 @@ from bench.common import Timing, markdown_table, timed_generate
 from bench.datasets import humaneval_code, mtbench_questions, sharegpt_prompts
 from drafters.combined import FirstProposal
 from drafters.config import SpeculativeConfig, build_drafter
+from engine.cpu_share import CPU_SHARE
 from engine.engine import Engine
 from engine.types import DEFAULT_PREFIX_CACHE_MB, SamplingParams
 
@@ -111,7 +112,8 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
     }
     rows = []
     try:
-        for name in args.workloads:
+        for name, threads in ((name, threads) for name in args.workloads for threads in args.threads):
+            engine.scheduler.threads = threads or None
             kind, prompts = workloads[name]
             engine.scheduler.drafter = drafters[kind]
             engine.speculative = SpeculativeConfig(num_speculative_tokens=args.k)
@@ -126,7 +128,7 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
             off, on = await measure(engine, prompts, params, references, originals)
             label = kind.replace("ngram", "retrieval") if name in NEAR_DUPLICATES else kind
             copied = f"{copied_share([t.token_ids for t in on], references):.0%}" if references else ""
-            rows.append(summarise(name, label, off, on, copied))
+            rows.append([threads or f"all ({CPU_SHARE.cores})", *summarise(name, label, off, on, copied)])
             print(f"{name}: {time.perf_counter() - start:.0f} s", rows[-1], flush=True)
     finally:
         engine.close()
@@ -146,11 +148,13 @@ def main() -> None:
                         help="drafter for near-duplicates: the cached answer only, or the draft model where it misses")
     parser.add_argument("--no-prefix-cache", action="store_true",
                         help="prefill every prompt whole (by default a near-duplicate reuses its original's prefix)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="torch threads per step, each in turn (0: all cores, as an engine alone in a process "
+                             "takes them)")
     parser.add_argument("--workloads", nargs="+", default=["mtbench", "sharegpt", "code-edit", *NEAR_DUPLICATES])
     rows = asyncio.run(run(parser.parse_args()))
-    print(markdown_table(["workload", "drafter", "prompts", "tokens (on)", "off tok/s", "on tok/s", "speedup",
-                          "decode speedup", "acceptance",
-                          "same as cached"], rows))
+    print(markdown_table(["threads", "workload", "drafter", "prompts", "tokens (on)", "off tok/s", "on tok/s",
+                          "speedup", "decode speedup", "acceptance", "same as cached"], rows))
 
 
 if __name__ == "__main__":
