@@ -57,7 +57,8 @@ class Encoder:
 
     backend="auto" picks onnxruntime when it is installed and the ONNX file exists or can be
     exported (needs the `onnx` package once), else torch. `num_threads` limits the backend's
-    intra-op threads (torch's setting is process-wide); None keeps the library default.
+    intra-op threads; None keeps onnxruntime's default, and gives torch its share of the cores beside
+    the embedded engines with work (engine/cpu_share.py).
     """
 
     def __init__(
@@ -160,15 +161,18 @@ def _torch_embedder(model_dir: Path, num_threads: int | None) -> _IdsEmbedder:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
+    from engine.cpu_share import CPU_SHARE
+
     model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
     model.eval()
 
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         features = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask),
                     "token_type_ids": torch.zeros_like(torch.from_numpy(input_ids))}
-        with torch.inference_mode():
+        # torch's thread count belongs to the calling thread (a worker thread in the gateway), so it is set
+        # per call; by default the encoder takes its share beside the engines with work (engine/cpu_share.py)
+        with CPU_SHARE.working(model) as share, torch.inference_mode():
+            torch.set_num_threads(num_threads or share)
             vectors = model(features)["sentence_embedding"]
             return torch.nn.functional.normalize(vectors, p=2, dim=1).float().numpy()
 
