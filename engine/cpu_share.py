@@ -48,6 +48,16 @@ class CpuShare:
         finally:
             self.idle(owner)
 
+    @contextmanager
+    def torch_threads(self, owner: object, fixed: int | None = None) -> Iterator[None]:
+        """`working`, with torch's thread count for the calling thread (it is per thread) set to the
+        share, or to `fixed`."""
+        import torch
+
+        with self.working(owner) as share:
+            torch.set_num_threads(fixed or share)
+            yield
+
     def threads(self) -> int:
         """Threads for a step of one busy engine now."""
         with self._lock:
