@@ -51,11 +51,15 @@ class SpeculativeConfig(_Strict):
     draft_model: str | None = None
     num_speculative_tokens: int = Field(4, ge=1, le=16)
     draft_vocab: int = Field(32768, ge=0)  # embedded draft model: most frequent tokens only; 0 = all
+    ngram_max: int = Field(4, ge=1)  # lookups: longest suffix matched (vLLM's prompt_lookup_max)
+    ngram_min: int = Field(1, ge=1)  # shortest (prompt_lookup_min)
 
     @model_validator(mode="after")
     def _draft_model_named(self) -> SpeculativeConfig:
         if ("draft_model" in self.method or self.method == "eagle3") and not self.draft_model:
             raise ValueError(f"method {self.method} needs draft_model")
+        if self.ngram_min > self.ngram_max:
+            raise ValueError(f"ngram_min ({self.ngram_min}) must not exceed ngram_max ({self.ngram_max})")
         return self
 
     @property
@@ -68,7 +72,8 @@ class SpeculativeConfig(_Strict):
 
         return EngineSpeculativeConfig(method=self.method, draft_model=self.draft_model,
                                        num_speculative_tokens=self.num_speculative_tokens,
-                                       draft_vocab=self.draft_vocab)
+                                       draft_vocab=self.draft_vocab, ngram_max=self.ngram_max,
+                                       ngram_min=self.ngram_min)
 
 
 class HealthCheckConfig(_Strict):

@@ -60,7 +60,7 @@ tiers:
       - {kind: embeded, tmeout_s: 3}
   small:
     deployments:
-      - {kind: embedded, model: tiny, threads: 0}
+      - {kind: embedded, model: tiny, threads: 0, speculative: {method: ngram, ngram_min: 5}}
 routing: {threshold: 0.5, strong_fraction: 0.2}
 """)
     assert "server.port: Input should be less than or equal to 65535" in errors
@@ -70,6 +70,7 @@ routing: {threshold: 0.5, strong_fraction: 0.2}
     assert "tiers.large.deployments[1].tmeout_s: unknown key" in errors
     assert "routing: give threshold or strong_fraction, not both" in errors
     assert "tiers.small.deployments[0].threads: Input should be greater than or equal to 1" in errors
+    assert "tiers.small.deployments[0].speculative: ngram_min (5) must not exceed ngram_max (4)" in errors
 
 
 def test_rules_and_aliases_are_checked():

@@ -26,7 +26,7 @@ tiers:
         name: big-b
         model: Org/Some-Model
         url: http://gpu-b:9000/v1
-        speculative: {method: ngram, num_speculative_tokens: 3}
+        speculative: {method: ngram, num_speculative_tokens: 3, ngram_min: 2}
       - {kind: litellm, model: openai/gpt-4o}
 routing: {router: none}
 """
@@ -74,7 +74,8 @@ def test_large_tier_carries_speculative_config_and_parallelism(capsys, config_fi
     big_b = argv["big-b"]
     assert big_b[2:5] == ["Org/Some-Model", "--port", "9000"]
     speculative = json.loads(big_b[big_b.index("--speculative-config") + 1])
-    assert (speculative["method"], speculative["num_speculative_tokens"]) == ("ngram", 3)
+    assert speculative == {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 4,
+                           "prompt_lookup_min": 2}
 
 
 def test_json_is_the_argument_list_after_vllm_serve(capsys, config_file):

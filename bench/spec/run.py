@@ -21,8 +21,10 @@ import time
 
 from bench.common import Timing, markdown_table, timed_generate
 from bench.datasets import humaneval_code, mtbench_questions, sharegpt_prompts
+from drafters.base import Drafter
 from drafters.combined import FirstProposal
 from drafters.config import SpeculativeConfig, build_drafter
+from drafters.ngram import NgramDrafter
 from engine.cpu_share import CPU_SHARE
 from engine.engine import Engine
 from engine.types import DEFAULT_PREFIX_CACHE_MB, SamplingParams
@@ -56,23 +58,29 @@ def near_duplicate(kind: str, question: str) -> tuple[Messages, Messages]:
 
 
 async def measure(engine: Engine, prompts: list[str] | list[Messages], params: SamplingParams,
-                  references: list[list[int]] | None = None, originals: list[Messages] | None = None
-                  ) -> tuple[list[Timing], list[Timing]]:
-    """Off and on interleaved prompt by prompt, so load drift on the machine hits both alike. Each run
-    has a prefix-cache scope of its own, holding only the original request's prompt for a near-duplicate
-    (as after serving it) and nothing otherwise: the on run never reuses the off run's prefill."""
-    off, on = [], []
+                  references: list[list[int]] | None = None, originals: list[Messages] | None = None,
+                  drafters: list[Drafter] | None = None) -> tuple[list[Timing], list[list[Timing]]]:
+    """Off, then on with each of `drafters` (default: the engine's own), interleaved prompt by prompt, so
+    load drift on the machine hits all alike. Each run has a prefix-cache scope of its own, holding only
+    the original request's prompt for a near-duplicate (as after serving it) and nothing otherwise: an on
+    run never reuses another run's prefill."""
+    drafters = drafters or [engine.scheduler.drafter]
+    off: list[Timing] = []
+    ons: list[list[Timing]] = [[] for _ in drafters]
     for i, prompt in enumerate(prompts):
-        for speculative, runs in ((False, off), (True, on)):
-            scope = f"{'on' if speculative else 'off'}-{i}"
+        for run, (drafter, runs) in enumerate([(None, off), *zip(drafters, ons, strict=True)]):
+            speculative = drafter is not None
+            if speculative:
+                engine.scheduler.drafter = drafter
+            scope = f"{run}-{i}"
             if originals and engine.prefix_cache is not None:  # prefill the original alone
                 await timed_generate(engine, originals[i], PREFILL_ONLY, speculative=False, cache_scope=scope)
             options = {"reference_ids": references[i]} if references and speculative else {}
             runs.append(await timed_generate(engine, prompt, params, speculative=speculative, cache_scope=scope,
                                              **options))
-        if on[-1].tokens != off[-1].tokens:
+        if any(on[-1].tokens != off[-1].tokens for on in ons):
             raise AssertionError(f"speculation changed the output length on prompt {i}")
-    return off, on
+    return off, ons
 
 
 def copied_share(answers: list[list[int]], references: list[list[int]]) -> float:
@@ -102,7 +110,9 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
     model = build_drafter(SpeculativeConfig(method="draft_model", draft_model=DRAFT), loaded)
     ngram = build_drafter(SpeculativeConfig(method="ngram"), loaded)
     assert model is not None and ngram is not None
-    drafters = {"draft_model": model, "ngram": ngram, "ngram+draft_model": FirstProposal([ngram, model])}
+    lookup_mins = args.lookup_min or [SpeculativeConfig().ngram_min]
+    combined = [FirstProposal([NgramDrafter(min_ngram=m), model]) for m in lookup_mins]
+    drafters = {"draft_model": [model], "ngram": [ngram], "ngram+draft_model": combined}
     n = args.prompts
     workloads = {
         "mtbench": (args.chat_drafter, mtbench_questions()[:n]),
@@ -114,7 +124,6 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
     try:
         for name in args.workloads:
             kind, prompts = workloads[name]
-            engine.scheduler.drafter = drafters[kind]
             engine.speculative = SpeculativeConfig(num_speculative_tokens=args.k)
             references = originals = None
             if name in NEAR_DUPLICATES:  # the cache holds the model's answer to the original request
@@ -124,13 +133,16 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
                               for original, _ in pairs]
                 originals, prompts = [original for original, _ in pairs], [again for _, again in pairs]
             label = kind.replace("ngram", "retrieval") if name in NEAR_DUPLICATES else kind
+            labels = [f"{label} (lookup min {m})" for m in lookup_mins] if kind == "ngram+draft_model" else [label]
             for threads in args.threads:  # outputs do not depend on the thread count: one set of references
                 engine.scheduler.threads = threads or None
                 start = time.perf_counter()
-                off, on = await measure(engine, prompts, params, references, originals)
-                copied = f"{copied_share([t.token_ids for t in on], references):.0%}" if references else ""
-                rows.append([threads or f"all ({CPU_SHARE.cores})", *summarise(name, label, off, on, copied)])
-                print(f"{name}: {time.perf_counter() - start:.0f} s", rows[-1], flush=True)
+                off, ons = await measure(engine, prompts, params, references, originals, drafters[kind])
+                for on, drafter_label in zip(ons, labels, strict=True):
+                    copied = f"{copied_share([t.token_ids for t in on], references):.0%}" if references else ""
+                    rows.append([threads or f"all ({CPU_SHARE.cores})",
+                                 *summarise(name, drafter_label, off, on, copied)])
+                    print(f"{name}: {time.perf_counter() - start:.0f} s", rows[-1], flush=True)
     finally:
         engine.close()
     return rows
@@ -147,6 +159,9 @@ def main() -> None:
                         help="drafter for the code-edit workload")
     parser.add_argument("--near-dup-drafter", choices=["ngram", "ngram+draft_model"], default="ngram",
                         help="drafter for near-duplicates: the cached answer only, or the draft model where it misses")
+    parser.add_argument("--lookup-min", type=int, nargs="+",
+                        help="ngram+draft_model: the lookup's shortest match, each in turn on the same prompts "
+                             "(default: the config's, 1)")
     parser.add_argument("--no-prefix-cache", action="store_true",
                         help="prefill every prompt whole (by default a near-duplicate reuses its original's prefix)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1],
