@@ -32,6 +32,7 @@ class CpuShare:
         self._lock = threading.Lock()
 
     def busy(self, owner: object) -> None:
+        """`owner` has work (idempotent: an engine's loop marks itself busy before every step)."""
         with self._lock:
             self._busy.add(id(owner))
 
@@ -40,21 +41,23 @@ class CpuShare:
             self._busy.discard(id(owner))
 
     @contextmanager
-    def working(self, owner: object) -> Iterator[int]:
-        """Busy for one block of work (e.g. a cache judge's forward pass); yields its thread count."""
-        self.busy(owner)
+    def working(self) -> Iterator[int]:
+        """Busy for one block of work (e.g. a cache judge's forward pass); yields its thread count. Each
+        block counts on its own, so two threads embedding through one model at once count as two."""
+        block = object()  # alive, so its id is unique, until the block ends
+        self.busy(block)
         try:
             yield self.threads()
         finally:
-            self.idle(owner)
+            self.idle(block)
 
     @contextmanager
-    def torch_threads(self, owner: object, fixed: int | None = None) -> Iterator[None]:
+    def torch_threads(self, fixed: int | None = None) -> Iterator[None]:
         """`working`, with torch's thread count for the calling thread (it is per thread) set to the
         share, or to `fixed`."""
         import torch
 
-        with self.working(owner) as share:
+        with self.working() as share:
             torch.set_num_threads(fixed or share)
             yield
 

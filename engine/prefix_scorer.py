@@ -30,7 +30,7 @@ class PrefixScorer:
     @torch.inference_mode()
     def warm(self) -> DynamicCache:
         """Prefill the prefix now rather than on the first call (blocking)."""
-        with self._lock, CPU_SHARE.torch_threads(self):
+        with self._lock, CPU_SHARE.torch_threads():
             return self._prefix_cache()
 
     @torch.inference_mode()
@@ -39,7 +39,7 @@ class PrefixScorer:
         prefix_length = len(self.prefix_ids)
         if ids[:prefix_length] != self.prefix_ids or len(ids) == prefix_length:
             raise ValueError("ids must extend the scorer's prefix")
-        with self._lock, CPU_SHARE.torch_threads(self):  # an engine with work steps on fewer threads
+        with self._lock, CPU_SHARE.torch_threads():  # an engine with work steps on fewer threads
             cache = self._prefix_cache()
             try:
                 out = self.loaded.model(input_ids=self._tensor(ids[prefix_length:]), **cache_argument(cache),

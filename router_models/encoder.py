@@ -171,7 +171,7 @@ def _torch_embedder(model_dir: Path, num_threads: int | None) -> _IdsEmbedder:
                     "token_type_ids": torch.zeros_like(torch.from_numpy(input_ids))}
         # torch's thread count belongs to the calling thread (a worker thread in the gateway), so it is set
         # per call; by default the encoder takes its share beside the engines with work (engine/cpu_share.py)
-        with CPU_SHARE.torch_threads(model, num_threads), torch.inference_mode():
+        with CPU_SHARE.torch_threads(num_threads), torch.inference_mode():
             vectors = model(features)["sentence_embedding"]
             return torch.nn.functional.normalize(vectors, p=2, dim=1).float().numpy()
 

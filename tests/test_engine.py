@@ -176,9 +176,12 @@ def test_cpu_share_splits_cores_among_busy_engines():
     assert share.threads() == 4
     share.busy(large)
     assert share.threads() == 2
-    with share.working(object()) as threads:  # e.g. a cache judge's forward pass beside both engines
+    with share.working() as threads:  # e.g. a cache judge's forward pass beside both engines
         assert threads == 1
     share.idle(small)
+    assert share.threads() == 4
+    with share.working(), share.working() as threads:  # two threads embedding at once: each counts
+        assert threads == 1
     assert share.threads() == 4
     assert CpuShare(cores=1).threads() == 1
 

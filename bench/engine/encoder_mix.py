@@ -36,10 +36,8 @@ def percentile_ms(seconds: list[float], q: float) -> float:
 @torch.inference_mode()
 def decode_steps(model: torch.nn.Module, threads: int, steps: int) -> list[float]:
     """Seconds per single-token step over a 100-token cache, the engine marked busy meanwhile."""
-    owner = object()
-    CPU_SHARE.busy(owner)
-    torch.set_num_threads(threads)
-    try:
+    with CPU_SHARE.working():
+        torch.set_num_threads(threads)
         cache = DynamicCache(config=model.config)
         model(input_ids=torch.arange(1000, 1100)[None], **cache_argument(cache), use_cache=True, logits_to_keep=1)
         times = []
@@ -49,8 +47,6 @@ def decode_steps(model: torch.nn.Module, threads: int, steps: int) -> list[float
             times.append(time.perf_counter() - start)
             cache.crop(-1)
         return times
-    finally:
-        CPU_SHARE.idle(owner)
 
 
 def embed_arrivals(encoder: Encoder, interval: float, stop: threading.Event, out: list[float]) -> None:
