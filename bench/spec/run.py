@@ -58,13 +58,12 @@ def near_duplicate(kind: str, question: str) -> tuple[Messages, Messages]:
 
 
 async def measure(engine: Engine, prompts: list[str] | list[Messages], params: SamplingParams,
-                  references: list[list[int]] | None = None, originals: list[Messages] | None = None,
-                  drafters: list[Drafter] | None = None) -> tuple[list[Timing], list[list[Timing]]]:
-    """Off, then on with each of `drafters` (default: the engine's own), interleaved prompt by prompt, so
-    load drift on the machine hits all alike. Each run has a prefix-cache scope of its own, holding only
+                  drafters: list[Drafter], references: list[list[int]] | None = None,
+                  originals: list[Messages] | None = None) -> tuple[list[Timing], list[list[Timing]]]:
+    """Off, then on with each of `drafters`, interleaved prompt by prompt, so load drift on the machine
+    hits all alike. Each run has a prefix-cache scope of its own, holding only
     the original request's prompt for a near-duplicate (as after serving it) and nothing otherwise: an on
     run never reuses another run's prefill."""
-    drafters = drafters or [engine.scheduler.drafter]
     off: list[Timing] = []
     ons: list[list[Timing]] = [[] for _ in drafters]
     for i, prompt in enumerate(prompts):
@@ -137,7 +136,7 @@ async def run(args: argparse.Namespace) -> list[list[object]]:
             for threads in args.threads:  # outputs do not depend on the thread count: one set of references
                 engine.scheduler.threads = threads or None
                 start = time.perf_counter()
-                off, ons = await measure(engine, prompts, params, references, originals, drafters[kind])
+                off, ons = await measure(engine, prompts, params, drafters[kind], references, originals)
                 for on, drafter_label in zip(ons, labels, strict=True):
                     copied = f"{copied_share([t.token_ids for t in on], references):.0%}" if references else ""
                     rows.append([threads or f"all ({CPU_SHARE.cores})",
