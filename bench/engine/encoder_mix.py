@@ -14,6 +14,7 @@ import argparse
 import threading
 import time
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -29,15 +30,13 @@ PROMPTS = [f"Explain question {i} about databases and indexing in two sentences.
 
 
 def percentile_ms(seconds: list[float], q: float) -> float:
-    ordered = sorted(seconds)
-    return ordered[int(q * (len(ordered) - 1))] * 1000
+    return float(np.percentile(seconds, q * 100, method="lower")) * 1000
 
 
 @torch.inference_mode()
 def decode_steps(model: torch.nn.Module, threads: int, steps: int) -> list[float]:
     """Seconds per single-token step over a 100-token cache, the engine marked busy meanwhile."""
-    with CPU_SHARE.working():
-        torch.set_num_threads(threads)
+    with CPU_SHARE.torch_threads(threads):
         cache = DynamicCache(config=model.config)
         model(input_ids=torch.arange(1000, 1100)[None], **cache_argument(cache), use_cache=True, logits_to_keep=1)
         times = []
