@@ -2,8 +2,8 @@
 quotas before it runs; metrics, the dashboard timeline, the usage ledger and the quota's real token
 count after it ends.
 
-The route is read from the reply's `x-turnout-*` headers, the pipeline's public account of what it did
-(a cache hit carries the headers of the route that first produced it). A response is finished when its
+The route is the pipeline's `Served` (on the reply, or on a `RoutedError`; a cache hit carries the
+route that first produced it). A response is finished when its
 last event has passed through (before the client's `[DONE]`, so a follow-up request sees its usage);
 one the client abandons is booked in the background, as 499.
 """
@@ -20,44 +20,34 @@ from typing import Any
 from gateway.auth import Caller
 from gateway.backends.base import BackendError
 from gateway.dashboard.timeline import Sample, Timeline
-from gateway.errors import APIError
+from gateway.errors import CLIENT_CLOSED_REQUEST, APIError
 from gateway.limits import Admission, RateLimiter
 from gateway.metrics import NONE, Metrics
-from gateway.pipeline import Reply
+from gateway.pipeline import Reply, RoutedError
+from gateway.policy import TIER_NOT_ALLOWED
+from gateway.route import Served
 from gateway.types import BackendRequest, StreamEvent
 from gateway.usage import Pricing, UsageEntry, UsageLedger
 
-CLIENT_CLOSED_REQUEST = 499
 CACHED = ("hit", "semantic-hit")
 
 
 @dataclass(frozen=True)
-class RouteInfo:
-    """Where a request went, as its response headers say; all None when it never got routed."""
+class Booking:
+    """What a request's bookkeeping knows of its route before it ends (the pipeline's `Served`)."""
 
-    tier: str | None = None
-    model: str | None = None
-    reason: str | None = None
-    score: float | None = None
+    served: Served | None = None
     cache: str | None = None
-
-    @classmethod
-    def from_headers(cls, headers: Mapping[str, str] | None) -> RouteInfo:
-        headers = headers or {}
-        score = headers.get("x-turnout-router-score")
-        return cls(tier=headers.get("x-turnout-tier"), model=headers.get("x-turnout-model"),
-                   reason=headers.get("x-turnout-route-reason"), score=float(score) if score else None,
-                   cache=headers.get("x-turnout-cache"))
-
-    @property
-    def cached(self) -> bool:
-        return self.cache in CACHED
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """A finished request: its status, the route it took (None when it never got routed) and whether
+    the cache answered it."""
+
     status: int
-    route: RouteInfo
+    route: Served | None
+    cache: str | None
     duration_s: float
     first_token_s: float | None = None
     usage: Mapping[str, Any] | None = None
@@ -65,6 +55,18 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status == 200
+
+    @property
+    def cached(self) -> bool:
+        return self.cache in CACHED
+
+    @property
+    def tier(self) -> str | None:
+        return self.route.tier if self.route else None
+
+    @property
+    def model(self) -> str | None:
+        return self.route.model if self.route else None
 
     def tokens(self) -> tuple[int, int]:
         usage = self.usage or {}
@@ -86,17 +88,17 @@ class Accountant:
 
     async def book(self, caller: Caller, request: BackendRequest, admission: Admission, outcome: Outcome) -> None:
         """Record a finished request everywhere it counts."""
-        route, (prompt, completion) = outcome.route, outcome.tokens()
-        served = outcome.ok and not route.cached
-        cost = self.pricing.cost(route.model or "", prompt, completion) if served else 0.0
+        prompt, completion = outcome.tokens()
+        served = outcome.ok and not outcome.cached
+        cost = self.pricing.cost(outcome.model or "", prompt, completion) if served else 0.0
         baseline = self.pricing.baseline(prompt, completion) if outcome.ok else 0.0
         self._observe(request, outcome, cost, baseline)
         speculative = (outcome.usage or {}).get("speculative") or {} if served else {}
-        self.timeline.add(Sample(route.tier, route.cache, outcome.ok, outcome.duration_s, cost, baseline,
+        self.timeline.add(Sample(outcome.tier, outcome.cache, outcome.ok, outcome.duration_s, cost, baseline,
                                  int(speculative.get("num_draft_tokens", 0)),
                                  int(speculative.get("num_accepted_tokens", 0))))
-        source = ("served" if served else route.cache) if outcome.ok else "failed"
-        entry = UsageEntry(source, route.tier or NONE, route.model or NONE,  # type: ignore[arg-type]
+        source = ("served" if served else outcome.cache) if outcome.ok else "failed"
+        entry = UsageEntry(source, outcome.tier or NONE, outcome.model or NONE,  # type: ignore[arg-type]
                            prompt if outcome.ok else 0, completion if outcome.ok else 0)
         self.ledger.record(caller.account, entry)
         await self.limiter.settle(admission, prompt + completion if outcome.usage else None)
@@ -109,23 +111,24 @@ class Accountant:
 
     def _observe(self, request: BackendRequest, outcome: Outcome, cost: float, baseline: float) -> None:
         m, route = self.metrics, outcome.route
-        kind, tier, model, status = request.kind, route.tier or NONE, route.model or NONE, str(outcome.status)
-        m.requests.labels(kind, tier, model, status, route.cache or NONE).inc()
+        kind, tier, model, status = request.kind, outcome.tier or NONE, outcome.model or NONE, str(outcome.status)
+        m.requests.labels(kind, tier, model, status, outcome.cache or NONE).inc()
         m.request_duration.labels(kind, tier, model, status).observe(outcome.duration_s)
         if outcome.first_token_s is not None:
             m.time_to_first_token.labels(kind, tier, model).observe(outcome.first_token_s)
-        if route.cache is not None:
-            m.cache_requests.labels(route.cache.replace("-", "_")).inc()
-        if route.reason is not None and not route.cached:
+        if outcome.cache is not None:
+            m.cache_requests.labels(outcome.cache.replace("-", "_")).inc()
+        if route is not None and not outcome.cached:
             m.router_decisions.labels(tier, route.reason).inc()
             if route.score is not None:
                 m.router_score.observe(route.score)
-        if outcome.status >= 500 and route.model is not None and outcome.status != CLIENT_CLOSED_REQUEST:
+        if outcome.status >= 500 and route is not None and route.model is not None \
+                and outcome.status != CLIENT_CLOSED_REQUEST:
             m.record_backend_error(route.tier, route.model, outcome.status)
         if not outcome.ok:
             return
         m.baseline_cost.inc(baseline)
-        if route.cached:
+        if outcome.cached:
             return
         prompt, completion = outcome.tokens()
         m.tokens.labels(tier, model, "prompt").inc(prompt)
@@ -163,19 +166,21 @@ class Meter:
             self.admission = await self.accountant.limiter.admit(self.caller, self.request)
             reply = await serve()
         except APIError as exc:
-            await self._book(exc.status, RouteInfo.from_headers(exc.headers))
+            if exc.code == TIER_NOT_ALLOWED:
+                self.accountant.metrics.auth_failures.labels("tier").inc()
+            await self._book(exc.status, Booking(exc.served if isinstance(exc, RoutedError) else None))
             raise
         except asyncio.CancelledError:
-            self._book_later(CLIENT_CLOSED_REQUEST, RouteInfo())
+            self._book_later(CLIENT_CLOSED_REQUEST, Booking())
             raise
         except Exception:
-            await self._book(500, RouteInfo())
+            await self._book(500, Booking())
             raise
         reply.headers.update(self.admission.headers)
-        reply.events = self._watch(reply.events, RouteInfo.from_headers(reply.headers))
+        reply.events = self._watch(reply.events, Booking(reply.served, reply.cache))
         return reply
 
-    async def _watch(self, events: AsyncIterator[StreamEvent], route: RouteInfo) -> AsyncIterator[StreamEvent]:
+    async def _watch(self, events: AsyncIterator[StreamEvent], route: Booking) -> AsyncIterator[StreamEvent]:
         first_token_s = None
         usage = None
         try:
@@ -196,15 +201,15 @@ class Meter:
             raise
         await self._book(200, route, first_token_s, usage)
 
-    def _outcome(self, status: int, route: RouteInfo, first_token_s: float | None,
+    def _outcome(self, status: int, route: Booking, first_token_s: float | None,
                  usage: Mapping[str, Any] | None) -> Outcome:
-        return Outcome(status, route, time.perf_counter() - self.started, first_token_s, usage)
+        return Outcome(status, route.served, route.cache, time.perf_counter() - self.started, first_token_s, usage)
 
-    async def _book(self, status: int, route: RouteInfo, first_token_s: float | None = None,
+    async def _book(self, status: int, route: Booking, first_token_s: float | None = None,
                     usage: Mapping[str, Any] | None = None) -> None:
         outcome = self._outcome(status, route, first_token_s, usage)
         await self.accountant.book(self.caller, self.request, self.admission, outcome)
 
-    def _book_later(self, status: int, route: RouteInfo, first_token_s: float | None = None) -> None:
+    def _book_later(self, status: int, route: Booking, first_token_s: float | None = None) -> None:
         outcome = self._outcome(status, route, first_token_s, None)
         self.accountant.book_later(self.caller, self.request, self.admission, outcome)

@@ -4,7 +4,8 @@ A secret (`tk-…`) is never stored: keys are looked up by the sha256 of the bea
 (`auth.keys`) or in Redis (`RedisKeyRing`, written by `turnout keys`). Keys in Redis are re-read on
 every request, so a revocation applies at once on every replica; while Redis is unreachable, keys
 seen before keep working (last known good) and unseen ones get 503, never a silent pass.
-Refusals are in OpenAI's shape: 401 `invalid_api_key` / `missing_api_key`, 403 `tier_not_allowed`.
+Refusals are in OpenAI's shape: 401 `invalid_api_key` / `missing_api_key` (403 `tier_not_allowed` comes
+from the policy, which reads the key's tiers from `Caller.access`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import hashlib
 import json
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from gateway.config import TIERS, ApiKeyConfig, AuthConfig, TurnoutConfig
+from gateway.config import ApiKeyConfig, AuthConfig, TurnoutConfig
 from gateway.errors import APIError
+from gateway.handle import Handle
 from gateway.metrics import Metrics
+from gateway.route import EVERY_TIER, Access
 from gateway.state_store import StateStore, StateUnavailable
 from gateway.types import Tier
 
@@ -122,20 +124,23 @@ class Caller:
     def admin(self) -> bool:
         return self.key is None or self.key.admin
 
+    @property
+    def access(self) -> Access:
+        """The tiers the key may use, as data for the policy (which answers 403 for the others)."""
+        if self.key is None or self.key.tiers is None:
+            return EVERY_TIER
+        return Access(self.key.id, frozenset(self.key.tiers))
+
 
 class Authenticator:
-    """`authenticate` the bearer token, then `tier_header` checks and narrows the tiers it may use."""
+    """`authenticate` the bearer token: who calls, with which key (and so which tiers, `Caller.access`)."""
 
-    def __init__(self, config: TurnoutConfig, metrics: Metrics):
+    def __init__(self, config: TurnoutConfig, metrics: Metrics, state: Handle[StateStore]):
         self.config: AuthConfig = config.auth
         self.metrics = metrics
-        self.state: StateStore | None = None  # set once Redis is up, when keys live there
+        self._state = state
         self._from_config = {key.sha256: key for key in config.auth.keys}
         self._known: OrderedDict[str, ApiKeyConfig] = OrderedDict()
-        self._tier_of_model: dict[str, Tier] = {}
-        for tier, deployment in config.deployments():  # as the policy does: a model in two tiers forces the first
-            self._tier_of_model.setdefault(deployment.model, tier)
-        self._tiers: list[Tier] = list(config.tiers)
 
     @property
     def keys_in_redis(self) -> bool:
@@ -161,30 +166,14 @@ class Authenticator:
                 code="invalid_api_key"))
         return Caller(token, key)
 
-    def tier_header(self, caller: Caller, target: Callable[[], str], tier_header: str | None) -> str | None:
-        """The tier header to route with. `target()` is what was asked (`auto`, a tier or a model id, as
-        Policy.requested_target says; only asked for keys limited to some tiers): 403 if the key may not
-        use its tier; an `auto` request of such a key is pinned to the first tier it may use."""
-        if caller.key is None or caller.key.tiers is None:
-            return tier_header
-        asked = target()
-        tier = asked if asked in TIERS else self._tier_of_model.get(asked)
-        if tier is not None:
-            if tier not in caller.key.tiers:
-                raise self._forbidden(caller.key, f"the {tier} tier")
-            return tier_header
-        usable = [t for t in self._tiers if t in caller.key.tiers]
-        if not usable:
-            raise self._forbidden(caller.key, "any configured tier")
-        return tier_header if len(usable) == len(self._tiers) else usable[0]
-
     async def _find(self, sha256: str) -> ApiKeyConfig | None:
         if not self.keys_in_redis:
             return self._from_config.get(sha256)
         try:
-            if self.state is None:
+            state = self._state.get()
+            if state is None:
                 raise StateUnavailable("not-started")
-            key = await self.state.run("auth", lambda redis: RedisKeyRing(redis).find(sha256))
+            key = await state.run("auth", lambda redis: RedisKeyRing(redis).find(sha256))
         except StateUnavailable:
             known = self._known.get(sha256)
             if known is None:
@@ -203,11 +192,6 @@ class Authenticator:
         self._known.move_to_end(sha256)
         while len(self._known) > _KNOWN_KEYS_KEPT:
             self._known.popitem(last=False)
-
-    def _forbidden(self, key: ApiKeyConfig, what: str) -> APIError:
-        allowed = ", ".join(key.tiers or []) or "none"
-        return self._refuse("tier", APIError(403, f"The API key {key.id} may not use {what} (allowed: {allowed}).",
-                                             param="model", code="tier_not_allowed"))
 
     def _refuse(self, reason: str, error: APIError) -> APIError:
         self.metrics.auth_failures.labels(reason).inc()

@@ -21,6 +21,8 @@ from gateway.backends.base import BackendError
 # pydantic names the member of a union that failed (`stop.str`, `content.list[...]`): not a param.
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|function-.*)$")
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's convention for a client that hung up; nobody is there to read it
+
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
     401: "authentication_error",

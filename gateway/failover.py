@@ -29,7 +29,7 @@ from gateway import metrics
 from gateway.backends.base import BackendError
 from gateway.balancer import Balancer, Replica
 from gateway.config import RetryConfig
-from gateway.policy import Route
+from gateway.route import Route, Served
 from gateway.types import BackendRequest, StreamEvent, Tier
 
 RETRYABLE = frozenset({502, 503, 504})
@@ -46,11 +46,17 @@ class Failover:
         return Serving(self, route, request)
 
     def fallback_tier(self, route: Route) -> Tier | None:
-        """The other tier, when this route may fall back to it (a pinned model id never does)."""
-        if not self.fallback or route.model is not None:
+        """The other tier, when this route may fall back to it (a pinned model id, or a key limited to
+        the routed tier, never does)."""
+        if not self.fallback or route.model is not None or not route.may_fall_back:
             return None
         other: Tier = "large" if route.tier == "small" else "small"
         return other if self.balancer.tiers.get(other) else None
+
+    def accepts_reference(self, route: Route) -> bool:
+        """Whether the routed tier's deployments draft from a cached answer (retrieval speculation)."""
+        return any(replica.backend.accepts_reference for replica in self.balancer.tiers.get(route.tier, [])
+                   if route.model is None or replica.model == route.model)
 
     def backoff_s(self, retry: int) -> float:
         """Before the `retry`-th retry: exponential, capped, jittered over its upper half."""
@@ -59,11 +65,11 @@ class Failover:
 
 
 class Serving:
-    """One response under way. `route` is the policy's choice until the first attempt, then the
-    replica (and tier) being tried: the one that answered, or the last one that failed."""
+    """One response under way. `served` names the replica (and tier) being tried: the one that
+    answered, or the last one that failed; before the first attempt, the routed tier alone."""
 
     def __init__(self, failover: Failover, route: Route, request: BackendRequest):
-        self.route = route
+        self.served = Served(route, route.tier)
         self._routed = route  # the policy's choice
         self._failover = failover
         self._request = request
@@ -110,25 +116,19 @@ class Serving:
         raise BackendError(f"no deployment of tier {routed.tier} is available (circuit breakers open)", 503)
 
     def _choose(self, tier: Tier, model: str | None, tried: list[Replica], healthy_only: bool) -> Replica | None:
-        """The policy's pick first, while it is usable; then the balancer's best untried replica."""
-        preferred = self._routed.replica
-        if not tried and tier == self._routed.tier and preferred.breaker.allows() and preferred.healthy is not False:
-            return preferred
+        """The balancer's best untried replica (least outstanding requests, round robin among equals)."""
         return self._failover.balancer.choose(tier, model, exclude=tried, healthy_only=healthy_only)
 
     async def _attempt(self, replica: Replica, tier: Tier) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
-        """Start `replica`'s stream and wait for its first event; `route` names it from now on (so an
+        """Start `replica`'s stream and wait for its first event; `served` names it from now on (so an
         error names the deployment that failed last)."""
         routed = self._routed
-        if tier == routed.tier:
-            self.route = replace(routed, replica=replica)
-        else:
-            self.route = replace(routed, tier=tier, replica=replica, reason=f"{routed.reason}+fallback",
-                                 fallback_from=routed.tier)
+        self.served = Served(routed, tier, replica.name, replica.model,
+                             fallback_from=None if tier == routed.tier else routed.tier)
         stream = _replica_stream(replica, replace(self._request, model=replica.model))
         first = await anext(stream)  # raises BackendError from the replica; the stream is then finished
-        if self.route.fallback_from is not None:
-            metrics.record_fallback(self.route.fallback_from, tier)
+        if self.served.fallback_from is not None:
+            metrics.record_fallback(self.served.fallback_from, tier)
         return stream, first
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from gateway.auth import Caller
 from gateway.config import KeyLimits, LimitsConfig
 from gateway.errors import APIError
+from gateway.handle import Handle
 from gateway.metrics import Metrics
 from gateway.policy import CHARS_PER_TOKEN
 from gateway.state_store import StateStore, StateUnavailable
@@ -62,11 +63,17 @@ def estimate_prompt_tokens(request: BackendRequest) -> int:
 
 
 class RateLimiter:
-    def __init__(self, config: LimitsConfig, metrics: Metrics, clock: Callable[[], float] = time.time):
+    def __init__(self, config: LimitsConfig, metrics: Metrics, state: Handle[StateStore],
+                 clock: Callable[[], float] = time.time):
         self.config = config
         self.metrics = metrics
         self.clock = clock
-        self.state: StateStore | None = None  # set once Redis is up; until then nothing is counted
+        self._state = state
+
+    @property
+    def state(self) -> StateStore | None:
+        """Redis for the counters; None until it is connected (nothing is counted until then)."""
+        return self._state.get()
 
     def quotas(self, caller: Caller) -> KeyLimits:
         """The key's own limits where it sets them, the configured defaults elsewhere."""

@@ -20,17 +20,21 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gateway.backends.base import BackendError
-from gateway.cache import CacheLookup, CacheMode, ResponseCache, replay
+from gateway.cache import CacheLookup, CacheMode, CacheStatus, ResponseCache, replay
 from gateway.errors import APIError
 from gateway.failover import Failover, Serving
-from gateway.policy import AUTO, Policy, Route
+from gateway.handle import Handle
+from gateway.policy import Policy
+from gateway.route import EVERY_TIER, Access, Route, Served
 from gateway.types import BackendRequest, StreamEvent
-from router_models.encoder import BatchingEncoder
+
+if TYPE_CHECKING:  # the encoder module imports torch; the pipeline only holds a handle to one
+    from router_models.encoder import BatchingEncoder
 
 log = logging.getLogger("turnout.pipeline")
 
@@ -45,6 +49,7 @@ class RequestContext:
     tier_header: str | None = None
     cache_mode: CacheMode = "use"
     key_tenant: str | None = None  # the authenticated key's tenant (auth on)
+    access: Access = EVERY_TIER  # the tiers the key may use
 
     @property
     def tenant(self) -> str:
@@ -71,77 +76,97 @@ def _token_tenant(api_key: str) -> str:
 
 @dataclass
 class Reply:
-    """A response under way: the model that serves it, response headers, and its events."""
+    """A response under way: the model that serves it, the route it took (for a cache hit, the route
+    that first produced it, when known), response headers, and its events."""
 
     model: str
     headers: dict[str, str]
     events: AsyncIterator[StreamEvent]
+    served: Served | None = None
+    cache: CacheStatus | None = None
+
+
+class RoutedError(APIError):
+    """A refusal or failure after routing: it carries the route, for headers and accounting."""
+
+    def __init__(self, error: APIError, served: Served):
+        super().__init__(error.status, error.message, param=error.param, code=error.code, type=error.type,
+                         headers=error.headers)
+        self.served = served
 
 
 class Pipeline:
-    """`cache` and `encoder` are None when not configured or not started yet: their steps are skipped."""
+    """`cache` and `encoder` are handles: their steps are skipped while they are not configured or
+    not ready yet (the router's encoder answers 503 until it is)."""
 
-    def __init__(self, policy: Policy, *, request_timeout_s: float, cache: ResponseCache | None = None,
-                 encoder: BatchingEncoder | None = None):
+    def __init__(self, policy: Policy, failover: Failover, *, request_timeout_s: float,
+                 cache: Handle[ResponseCache], encoder: Handle[BatchingEncoder]):
         self.policy = policy
-        self.failover = Failover(policy.balancer, policy.routing.retry, fallback=policy.routing.fallback)
+        self.failover = failover
         self.request_timeout_s = request_timeout_s
         self.cache = cache
         self.encoder = encoder
 
     async def handle(self, request: BackendRequest, context: RequestContext) -> Reply:
         deadline = asyncio.get_running_loop().time() + self.request_timeout_s
+        cache = self.cache.get()
 
-        # 1. tenant and what was asked for (404 / 400 for an unknown model or tier header).
+        # 1. tenant and what was asked for, resolved once (404 unknown model, 400 bad tier header,
+        #    403 a tier the key may not use).
         tenant = context.tenant
-        asked = replace(request, model=self.policy.requested_target(request.model, context.tier_header))
+        target = self.policy.target(request.model, context.tier_header, context.access)
+        asked = replace(request, model=target.name)
 
         # 2-3. exact cache lookup → replay on hit.
         lookup = None
-        if self.cache is not None:
-            lookup = await self.cache.lookup_exact(tenant, asked, context.cache_mode)
+        if cache is not None:
+            lookup = await cache.lookup_exact(tenant, asked, context.cache_mode)
             if lookup.events is not None:
                 return _cached_reply(lookup)
 
         # 4. embed the prompt once, for the semantic cache and the router (which a forced tier or
         #    model id never consults: those pay for no embedding); a router that scores a
         #    conversation also gets its earlier user turns' embeddings.
-        router_embeds = asked.model == AUTO and self.policy.needs_embedding
+        router_embeds = target.tier is None and self.policy.needs_embedding
         embeddings = await self._embed(request, router=router_embeds,
                                        semantic=lookup is not None and lookup.status == "miss")
         embedding = None if embeddings is None else embeddings[-1]  # the last user turn's
 
         # 5. semantic cache lookup → replay on hit.
-        if self.cache is not None and lookup is not None and lookup.status == "miss" and embedding is not None:
-            lookup = await self.cache.lookup_semantic(tenant, asked, embedding, context.cache_mode)
+        if cache is not None and lookup is not None and lookup.status == "miss" and embedding is not None:
+            lookup = await cache.lookup_semantic(tenant, asked, embedding, context.cache_mode)
             if lookup.events is not None:
                 return _cached_reply(lookup)
 
-        # 6. policy → tier and deployment.
-        route = self.policy.route(request, tier_header=context.tier_header, api_key=context.api_key,
+        # 6. policy → tier, and why.
+        route = self.policy.route(request, target, api_key=context.api_key,
                                   embeddings=embeddings if router_embeds else None)
 
-        # 7. serve from a replica that answers (retries and tier fallback before the first event;
-        #    gateway/failover.py), with, for retrieval drafting, the closest cached answer (speed
-        #    only: the model verifies every drafted token), and the tenant, whose earlier prompts' KV
-        #    alone the engine may reuse.
-        reference = await self._reference(tenant, asked, embedding, route)
+        # 7. serve from a replica that answers (failover picks it; retries and tier fallback before
+        #    the first event), with, for retrieval drafting, the closest cached answer (speed only:
+        #    the model verifies every drafted token), and the tenant, whose earlier prompts' KV alone
+        #    the engine may reuse.
+        reference = await self._reference(cache, tenant, asked, embedding, route, lookup)
         serving = self.failover.serve(route, replace(request, reference=reference,
                                                      cache_scope=_cache_scope(tenant, request)))
         events = serving.events()
         # 8. tee to the cache writer (one backend call for concurrent identical misses).
-        if self.cache is not None and lookup is not None and lookup.key is not None:
-            events = self._through_cache(events, serving, tenant, asked, embedding, lookup.key, context.cache_mode)
+        if cache is not None and lookup is not None and lookup.key is not None:
+            events = self._through_cache(cache, events, serving, tenant, asked, embedding, lookup.key,
+                                         context.cache_mode)
 
         # The first event must arrive before we answer, so a refusal becomes a status code; the
         # headers name the deployment that answered, known only then.
         events = _until(deadline, events, self.request_timeout_s)
+        cache_status = None if lookup is None else lookup.status
         try:
             first = await _first_event(events)
         except BackendError as exc:
-            raise APIError.from_backend(exc, headers=_served_headers(serving.route, lookup)) from None
-        return Reply(model=serving.route.backend.model, headers=_served_headers(serving.route, lookup),
-                     events=_prepend(first, events))
+            served = serving.served
+            raise RoutedError(APIError.from_backend(exc, headers=_headers(served, cache_status)), served) from None
+        served = serving.served
+        return Reply(model=served.model or "", headers=_headers(served, cache_status),
+                     events=_prepend(first, events), served=served, cache=cache_status)
 
     async def _embed(self, request: BackendRequest, *, router: bool, semantic: bool) -> np.ndarray | None:
         """(n, 384): the routed turns' embeddings when the router needs them, else the last user turn's
@@ -149,27 +174,28 @@ class Pipeline:
         encoder's shared micro-batch."""
         if not (router or semantic):
             return None
-        if self.encoder is None:
+        encoder = self.encoder.get()
+        if encoder is None:
             if router:
                 raise APIError(503, "the router's prompt encoder is still loading; retry shortly")
             return None
         texts = self.policy.routed_turns(request) if router else [request.prompt_text()]
-        return np.stack(await asyncio.gather(*(self.encoder.embed_one(text) for text in texts)))
+        return np.stack(await asyncio.gather(*(encoder.embed_one(text) for text in texts)))
 
-    async def _reference(self, tenant: str, asked: BackendRequest, embedding: np.ndarray | None,
-                         route: Route) -> str | None:
-        if self.cache is None or embedding is None or not (asked.speculative and route.backend.accepts_reference):
+    async def _reference(self, cache: ResponseCache | None, tenant: str, asked: BackendRequest,
+                         embedding: np.ndarray | None, route: Route, lookup: CacheLookup | None) -> str | None:
+        """The nearest cached answer, from the semantic lookup's own search when it ran (one search)."""
+        if cache is None or embedding is None or not (asked.speculative and self.failover.accepts_reference(route)):
             return None
-        nearest = await self.cache.nearest(tenant, asked, embedding)
+        nearest = await cache.nearest(tenant, asked, embedding, neighbours=lookup.neighbours if lookup else None)
         if not nearest:
             return None
         return "".join(event.text for event in nearest[0] if not (event.extra or {}).get("index"))  # choice 0
 
-    async def _through_cache(self, events: AsyncIterator[StreamEvent], serving: Serving, tenant: str,
-                             asked: BackendRequest, embedding: np.ndarray | None, key: str,
+    async def _through_cache(self, cache: ResponseCache, events: AsyncIterator[StreamEvent], serving: Serving,
+                             tenant: str, asked: BackendRequest, embedding: np.ndarray | None, key: str,
                              mode: CacheMode) -> AsyncIterator[StreamEvent]:
-        assert self.cache is not None
-        async with self.cache.single_flight(key) as flight:
+        async with cache.single_flight(key) as flight:
             if flight.events is not None:  # an identical request just answered: replay it
                 async for event in replay(_without_route(flight.events)[0]):
                     yield event
@@ -179,27 +205,26 @@ class Pipeline:
                 async for event in events:
                     collected.append(event)
                     yield event
-            stamped = _with_route(collected, serving.route)
+            stamped = _with_route(collected, serving.served)
             flight.publish(stamped)
-            await self.cache.store(tenant, asked, embedding, stamped, mode=mode)
+            await cache.store(tenant, asked, embedding, stamped, mode=mode)
 
 
 # --- cached replies ------------------------------------------------------------------------------
 
-def _served_headers(route: Route, lookup: CacheLookup | None) -> dict[str, str]:
-    headers = route.headers()
-    if lookup is not None:
-        headers["x-turnout-cache"] = lookup.status
+def _headers(served: Served | None, cache: CacheStatus | None) -> dict[str, str]:
+    headers = served.headers() if served is not None else {}
+    if cache is not None:
+        headers["x-turnout-cache"] = cache
     return headers
 
 
-def _with_route(events: Sequence[StreamEvent], route: Route) -> list[StreamEvent]:
+def _with_route(events: Sequence[StreamEvent], served: Served) -> list[StreamEvent]:
     """A copy of `events` whose last event records the route that produced them."""
     if not events:
         return []
     last = events[-1]
-    stamp = {"model": route.backend.model, "headers": route.headers()}
-    return [*events[:-1], replace(last, extra={**(last.extra or {}), ROUTE_KEY: stamp})]
+    return [*events[:-1], replace(last, extra={**(last.extra or {}), ROUTE_KEY: served.to_dict()})]
 
 
 def _without_route(events: Sequence[StreamEvent]) -> tuple[list[StreamEvent], dict[str, Any] | None]:
@@ -213,12 +238,21 @@ def _without_route(events: Sequence[StreamEvent]) -> tuple[list[StreamEvent], di
 def _cached_reply(lookup: CacheLookup) -> Reply:
     assert lookup.events is not None
     events, stamp = _without_route(lookup.events)
-    model = stamp["model"] if stamp else lookup.model or ""
-    headers = dict(stamp["headers"]) if stamp else {"x-turnout-model": model}
-    headers["x-turnout-cache"] = lookup.status
+    served = _stamped_route(stamp)
+    model = served.model if served is not None and served.model else lookup.model or ""
+    headers = _headers(served, lookup.status) if served is not None else {"x-turnout-model": model,
+                                                                          "x-turnout-cache": lookup.status}
     if lookup.similarity is not None:
         headers["x-turnout-cache-similarity"] = f"{lookup.similarity:.4f}"
-    return Reply(model=model, headers=headers, events=replay(events))
+    return Reply(model=model, headers=headers, events=replay(events), served=served, cache=lookup.status)
+
+
+def _stamped_route(stamp: dict[str, Any] | None) -> Served | None:
+    """The route an entry recorded; None for entries written before routes were recorded as data."""
+    try:
+        return Served.from_dict(stamp) if stamp else None
+    except (KeyError, TypeError):
+        return None
 
 
 # --- stream helpers ------------------------------------------------------------------------------

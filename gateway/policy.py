@@ -1,4 +1,4 @@
-"""Routing policy: which tier and deployment serves a request, and why.
+"""Routing policy: which tier serves a request, and why.
 
 Order of precedence, first match wins:
   1. `x-turnout-tier` header                → forced-header
@@ -9,71 +9,39 @@ Order of precedence, first match wins:
 An `auto` prompt beyond both tiers' contexts is refused with 400 `context_length_exceeded`; a
 forced one is left to its backend, which refuses it the same way.
 
-Within the tier, the balancer picks the deployment (least outstanding requests, healthy first);
-the serve step (gateway/failover.py) may still move the request to another one if it fails.
+A key limited to some tiers: `auto` is pinned to the one it may use (key-tiers, no fallback), any
+other tier is 403. Which deployment of the tier serves is not the policy's business: the serve
+step (gateway/failover.py) picks it, and moves on to another when one fails.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from gateway.backends.base import Backend
-from gateway.balancer import Balancer, Replica
 from gateway.config import TIERS, RoutingConfig, RuleConfig, TurnoutConfig
 from gateway.errors import APIError, context_length_message, model_not_found
+from gateway.route import AUTO, EVERY_TIER, Access, Route, Target
 from gateway.types import BackendRequest, Tier, content_text
 from router_models.base import Router
 from router_models.conversation import routed_turns
 
-AUTO = "auto"
 DEFAULT_THRESHOLD = 0.5
 CHARS_PER_TOKEN = 4  # estimate for backends that cannot count tokens (remote servers)
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where a request goes and why. `model` is set when the client named a model id: only that
-    model's deployments may serve it. `fallback_from` is set when the routed tier failed."""
-
-    tier: Tier
-    replica: Replica
-    reason: str
-    score: float | None = None
-    model: str | None = None
-    fallback_from: Tier | None = None
-
-    @property
-    def backend(self) -> Backend:
-        return self.replica.backend
-
-    def headers(self) -> dict[str, str]:
-        headers = {"x-turnout-model": self.backend.model, "x-turnout-tier": self.tier,
-                   "x-turnout-route-reason": self.reason, "x-turnout-deployment": self.replica.name}
-        if self.score is not None:
-            headers["x-turnout-router-score"] = f"{self.score:.4f}"
-        if self.fallback_from is not None:
-            headers["x-turnout-fallback"] = f"{self.fallback_from}->{self.tier}"
-        return headers
-
-
-@dataclass(frozen=True)
-class _Target:
-    """What the client asked for: a tier (None = auto), optionally one model id, and why forced."""
-
-    tier: Tier | None
-    model: str | None = None
-    reason: str | None = None
+KEY_TIERS = "key-tiers"  # an `auto` request of a key that may use one tier only
+TIER_NOT_ALLOWED = "tier_not_allowed"
 
 
 class Policy:
+    """`target` resolves what the client asked for (once per request); `route` decides the tier."""
+
     def __init__(self, config: TurnoutConfig, tiers: dict[Tier, list[Backend]], router: Router | None,
                  threshold: float = DEFAULT_THRESHOLD):
         self.tiers = tiers
-        self.balancer = Balancer(config, tiers)
         self.routing = config.routing
         self.router = router
         self.threshold = threshold
@@ -94,33 +62,44 @@ class Policy:
             ids = [AUTO, *self.tiers, *ids]
         return ids + [alias for alias in self.aliases if alias not in ids]
 
-    def requested_target(self, model: str, tier_header: str | None = None) -> str:
-        """What the client asked for, canonically: `auto`, a tier, or a model id (aliases and the tier
-        header resolved), so equivalent requests share cache entries. 404 / 400 when unservable."""
-        target = self._target(model, tier_header)
-        return target.model or target.tier or AUTO
+    def target(self, model: str, tier_header: str | None = None, access: Access = EVERY_TIER) -> Target:
+        """What the client asked for, canonically (aliases and the tier header resolved), within what
+        its key may use: 404 unknown model, 400 bad tier header, 403 a tier the key may not use. An
+        `auto` request of a key limited to one of the configured tiers is pinned to that tier."""
+        target = self._asked(model, tier_header)
+        if access.tiers is None:
+            return target
+        if target.tier is not None:
+            if target.tier not in access.tiers:
+                raise tier_not_allowed(access, f"the {target.tier} tier")
+            return replace(target, may_fall_back=False)
+        usable = [tier for tier in self.tiers if tier in access.tiers]
+        if not usable:
+            raise tier_not_allowed(access, "any configured tier")
+        if len(usable) == len(self.tiers):
+            return target
+        return Target(usable[0], reason=KEY_TIERS, may_fall_back=False)
 
-    def route(self, request: BackendRequest, *, tier_header: str | None = None, api_key: str | None = None,
+    def route(self, request: BackendRequest, target: Target, *, api_key: str | None = None,
               embeddings: np.ndarray | None = None) -> Route:
-        """`embeddings`: the encoder's vectors of `routed_turns(request)`, for a router that needs them."""
-        target = self._target(request.model, tier_header)
+        """The tier for `target` (from `self.target`). `embeddings`: the encoder's vectors of
+        `routed_turns(request)`, for a router that needs them."""
         if target.tier is not None:  # forced: the backend itself refuses a prompt it cannot fit
-            return Route(target.tier, self._pick(target.tier, target.model), target.reason or "forced",
-                         model=target.model)
+            return Route.forced(target)
         return self._auto(request, _LazyTokens(request, self.tiers), api_key, embeddings)
 
     # --- steps ---------------------------------------------------------------------------------
 
-    def _target(self, model: str, tier_header: str | None) -> _Target:
+    def _asked(self, model: str, tier_header: str | None) -> Target:
         name = self.aliases.get(model, model)
         if name == AUTO:
-            target = _Target(None)
+            target = Target(None)
         elif name in TIERS:
             if name not in self.tiers:
                 raise model_not_found(model)
-            target = _Target(name, reason="forced-model")  # type: ignore[arg-type]
+            target = Target(name, reason="forced-model")  # type: ignore[arg-type]
         elif name in self._tier_of_model:
-            target = _Target(self._tier_of_model[name], name, "forced-model")
+            target = Target(self._tier_of_model[name], name, "forced-model")
         else:
             raise model_not_found(model)
         if tier_header:
@@ -129,7 +108,7 @@ class Policy:
                 raise APIError(400, f"x-turnout-tier must be small or large, not {tier_header!r}")
             if tier not in self.tiers:
                 raise APIError(400, f"x-turnout-tier: tier {tier} is not configured")
-            target = _Target(tier, None, "forced-header")  # type: ignore[arg-type]
+            target = Target(tier, None, "forced-header")  # type: ignore[arg-type]
         return target
 
     def _auto(self, request: BackendRequest, prompt_tokens: _LazyTokens, api_key: str | None,
@@ -137,17 +116,17 @@ class Policy:
         text = request.prompt_text()
         for rule in self.rules:
             if rule.matches(text, api_key, prompt_tokens) and rule.tier in self.tiers:
-                return Route(rule.tier, self._pick(rule.tier), f"rule:{rule.name}")
+                return Route(rule.tier, f"rule:{rule.name}")
         if len(self.tiers) == 1:
             (tier,) = self.tiers
-            return Route(tier, self._pick(tier), "single-tier")
+            return Route(tier, "single-tier")
         small, large = self.tiers["small"][0], self.tiers["large"][0]
         if small.context_length and prompt_tokens.needed("small") > small.context_length:
             if large.context_length and prompt_tokens.needed("large") > large.context_length:
                 raise _context_length_exceeded(request, prompt_tokens, large.context_length)
-            return Route("large", self._pick("large"), "context-overflow")
+            return Route("large", "context-overflow")
         if self.router is None:
-            return Route("small", self._pick("small"), "no-router")
+            return Route("small", "no-router")
         turns = self.routed_turns(request)
         if embeddings is not None:
             embeddings = np.asarray(embeddings, dtype=np.float32).reshape(len(turns), -1)
@@ -156,18 +135,17 @@ class Policy:
         tier: Tier = "large" if score >= self.threshold else "small"
         # an earlier turn lifted a follow-up that alone would have gone small
         reason = "router" if tier == "small" or scores[-1] >= self.threshold else "router-conversation"
-        return Route(tier, self._pick(tier), reason, score)
+        return Route(tier, reason, score)
 
     def routed_turns(self, request: BackendRequest) -> list[str]:
         """The texts the router scores, the last user turn last (router_models/conversation.py)."""
         return routed_turns(request.user_turns(), self.routing.turns)
 
-    def _pick(self, tier: Tier, model: str | None = None) -> Replica:
-        """The balancer's choice among the tier's deployments (of `model`, when one was named)."""
-        replica = self.balancer.pick(tier, model)
-        if replica is None:
-            raise model_not_found(model or tier)
-        return replica
+
+def tier_not_allowed(access: Access, what: str) -> APIError:
+    allowed = ", ".join(sorted(access.tiers or ())) or "none"
+    return APIError(403, f"The API key {access.key_id} may not use {what} (allowed: {allowed}).",
+                    param="model", code=TIER_NOT_ALLOWED)
 
 
 def _context_length_exceeded(request: BackendRequest, prompt_tokens: _LazyTokens, limit: int) -> APIError:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.config import PricingConfig
+from gateway.handle import Handle
 from gateway.state_store import StateStore, StateUnavailable
 
 Source = Literal["served", "hit", "semantic-hit", "failed"]
@@ -66,11 +67,16 @@ class UsageLedger:
     instead of N (measured at ~0.2 ms of gateway CPU per write, a fifth of a cache hit's cost).
     Reads on this replica flush first; another replica sees a count one round trip later."""
 
-    def __init__(self, pricing: Pricing):
+    def __init__(self, pricing: Pricing, state: Handle[StateStore]):
         self.pricing = pricing
-        self.state: StateStore | None = None  # set once Redis is up; until then nothing is recorded
+        self._state = state
         self._pending: Counter[tuple[str, str]] = Counter()
         self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def state(self) -> StateStore | None:
+        """Redis for the usage counts; None until it is connected (nothing is recorded until then)."""
+        return self._state.get()
 
     @staticmethod
     def account_key(account: str) -> str:

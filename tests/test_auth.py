@@ -97,6 +97,8 @@ def test_key_limited_to_a_tier(gateway, redis_url):
     assert refused.value.status_code == 403 and refused.value.body["code"] == "tier_not_allowed"
     headers, _ = ask(gateway, secret)  # `auto` is pinned to the tier the key may use
     assert headers["x-turnout-tier"] == "small"
+    assert headers["x-turnout-route-reason"] == "key-tiers"  # not reported as a forced header
+    assert total(scrape(gateway.url), "turnout_auth_failures_total", reason="tier") >= 1
 
 
 @pytest.mark.slow

@@ -3,12 +3,16 @@ overflow and router, and the 404/400 answers. No server, no model."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from gateway.backends import build_backends
+from gateway.balancer import Balancer
 from gateway.config import parse_config
 from gateway.errors import APIError
 from gateway.policy import Policy, build_router
+from gateway.route import Route
 from gateway.types import BackendRequest
 
 CONFIG = """
@@ -40,9 +44,22 @@ def request(text: str, model: str = "auto", **params) -> BackendRequest:
     return BackendRequest(kind="chat", model=model, messages=[{"role": "user", "content": text}], params=params)
 
 
+def routed(policy: Policy, req: BackendRequest, tier_header: str | None = None, api_key: str | None = None) -> Route:
+    """What the pipeline does: resolve the target once, then route it."""
+    return policy.route(req, policy.target(req.model, tier_header), api_key=api_key)
+
+
+@functools.cache
+def balancer_of(policy: Policy) -> Balancer:
+    return Balancer(parse_config(CONFIG), policy.tiers)
+
+
 def route_of(policy: Policy, text: str = "hi", model: str = "auto", **kwargs):
-    route = policy.route(request(text, model), **kwargs)
-    return route.tier, route.backend.model, route.reason
+    """The tier, the model of the deployment failover would try first, and the reason."""
+    route = routed(policy, request(text, model), **kwargs)
+    replica = balancer_of(policy).choose(route.tier, route.model)
+    assert replica is not None
+    return route.tier, replica.model, route.reason
 
 
 def test_forcing(policy):
@@ -62,24 +79,24 @@ def test_rules_then_overflow_then_router(policy):
     assert route_of(policy, "x" * 800)[::2] == ("large", "context-overflow")  # ~200 tokens > 100
     tier, _, reason = route_of(policy, "what is 2+2?")
     assert (tier, reason) == ("small", "router")
-    route = policy.route(request("what is 2+2?"))
+    route = routed(policy, request("what is 2+2?"))
     assert route.headers()["x-turnout-router-score"] == f"{route.score:.4f}"
 
 
 def test_max_tokens_counts_toward_context(policy):
-    assert policy.route(request("short", max_tokens=200)).reason == "context-overflow"
+    assert routed(policy, request("short", max_tokens=200)).reason == "context-overflow"
 
 
 def test_beyond_every_context_is_400(policy):
     with pytest.raises(APIError) as caught:
-        policy.route(request("x" * 8000))
+        routed(policy, request("x" * 8000))
     assert (caught.value.status, caught.value.code) == (400, "context_length_exceeded")
 
 
 @pytest.mark.parametrize(("model", "header", "status"), [("gpt-9", None, 404), ("auto", "huge", 400)])
 def test_refusals(policy, model, header, status):
     with pytest.raises(APIError) as caught:
-        policy.route(request("hi", model), tier_header=header)
+        routed(policy, request("hi", model), tier_header=header)
     assert caught.value.status == status
 
 
@@ -101,11 +118,11 @@ def test_a_follow_up_keeps_the_tier_of_the_question_it_follows(turns, expected):
     policy = Policy(config, build_backends(config), *build_router(config.routing))
     hard = "Prove that the sum of the first n odd numbers is n squared, step by step."  # length score ~0.13
     hard = hard + " Then generalise it." * 5
-    assert policy.route(request(hard)).tier == "large"
-    route = policy.route(conversation(hard, "and for even numbers?"))
+    assert routed(policy, request(hard)).tier == "large"
+    route = routed(policy, conversation(hard, "and for even numbers?"))
     assert (route.tier, route.reason) == expected
     # a hard follow-up lifts a conversation that began small, whatever the mode
-    assert policy.route(conversation("hi there", hard)).tier == "large"
+    assert routed(policy, conversation("hi there", hard)).tier == "large"
 
 
 def test_long_conversations_score_the_first_and_the_latest_user_turns(policy):

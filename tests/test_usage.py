@@ -15,6 +15,7 @@ from scrape import scrape, total
 from gateway.api import create_app
 from gateway.auth import hash_secret
 from gateway.config import PricingConfig, parse_config
+from gateway.handle import Handle
 from gateway.metrics import Metrics
 from gateway.state_store import StateStore
 from gateway.usage import Pricing, UsageEntry, UsageLedger
@@ -112,8 +113,10 @@ def test_usage_and_savings_are_exact(gateway, tiny_model):
 
 async def test_concurrent_records_are_written_behind_in_few_round_trips(redis_server):
     """The ledger coalesces: 200 concurrent requests' counts arrive exactly, in far fewer than 200 writes."""
-    ledger = UsageLedger(Pricing(PricingConfig(), None))
-    ledger.state = state = StateStore.connect(redis_server.url, Metrics())
+    state = StateStore.connect(redis_server.url, Metrics())
+    handle: Handle[StateStore] = Handle("usage redis")
+    handle.set(state)
+    ledger = UsageLedger(Pricing(PricingConfig(), None), handle)
     writes = 0
     run = state.run
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from gateway.auth import Caller
 from gateway.backends.base import BackendError
 from gateway.cache import cache_mode_from_headers
-from gateway.errors import APIError, model_not_found
+from gateway.errors import CLIENT_CLOSED_REQUEST, APIError, model_not_found
 from gateway.pipeline import Pipeline, RequestContext
 from gateway.responses_request import ResponsesRequest
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
@@ -23,7 +23,6 @@ from .render import Renderer, render_json
 from .render_responses import ResponsesRenderer
 
 router = APIRouter()
-CLIENT_CLOSED_REQUEST = 499  # nginx's convention; nobody is there to read it
 _STARTED = int(time.time())
 
 
@@ -82,10 +81,8 @@ async def _generate(body: GenerationRequest | ResponsesRequest, request: Request
                     renderer_for: Callable[[str], Renderer | ResponsesRenderer]) -> Response:
     """Check access, run the pipeline, render: `renderer_for(model)` shapes the answer on the wire."""
     pipeline, access = _pipeline(request), governance(request)
-    asked_tier = request.headers.get("x-turnout-tier")  # narrowed (or 403) by the key's allowed tiers
-    tier_header = access.auth.tier_header(caller, lambda: pipeline.policy.requested_target(body.model, asked_tier),
-                                          asked_tier)
-    context = RequestContext(api_key=caller.api_key, tier_header=tier_header, key_tenant=caller.tenant,
+    context = RequestContext(api_key=caller.api_key, tier_header=request.headers.get("x-turnout-tier"),
+                             key_tenant=caller.tenant, access=caller.access,
                              cache_mode=cache_mode_from_headers(request.headers))
     backend_request = body.to_backend_request()
     if request.headers.get("x-turnout-speculative", "").lower() == "off":  # per-request A/B switch

@@ -78,6 +78,7 @@ class CacheLookup:
     reason: str | None = None
     model: str | None = None
     created: int | None = None
+    neighbours: list[Neighbour] | None = None  # a semantic miss's search, reused for retrieval drafting
 
 
 P = ParamSpec("P")
@@ -129,10 +130,13 @@ def redis_client(config: CacheConfig, url: str) -> Redis:
 
 class ResponseCache:
     def __init__(
-        self, config: CacheConfig, redis_client: Redis | None, *, embedded: EmbeddedRedis | None = None
+        self, config: CacheConfig, redis_client: Redis | None, *, url: str | None = None,
+        embedded: EmbeddedRedis | None = None, judge: Judge | None = None,
     ) -> None:
         self.config = config
         self.redis = redis_client
+        self.url = url
+        """The Redis this cache talks to (the embedded one's socket, or `config.redis_url`)."""
         self.embedded = embedded
         self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s)
         self._guard = RedisGuard(self.breaker, config.operation_timeout_ms / 1000)
@@ -140,14 +144,14 @@ class ResponseCache:
         self._index = VectorIndex(config.vector_quantization, config.semantic_candidates)
         self._vector_sets: bool | None = None  # learnt on first use: does this Redis have VADD/VSIM?
         self.stats: Counter[str] = Counter()
-        self.judge: Judge | None = None
-        """Set by the gateway once it knows the judge's tier (config `judge_tier`)."""
+        self.judge = judge
+        """The model that has the last word on a semantic candidate (config `judge_tier`), if any."""
 
     @classmethod
-    async def open(cls, config: CacheConfig) -> ResponseCache:
+    async def open(cls, config: CacheConfig, *, judge: Judge | None = None) -> ResponseCache:
         """Connect to `config.redis_url`, or start an embedded redis-server when it is None."""
         if not config.enabled:
-            return cls(config, None)
+            return cls(config, None, judge=judge)
         if config.semantic_enabled and config.semantic_guards:
             await asyncio.to_thread(verifier.warm, config.verifier_model)
         embedded = None
@@ -156,7 +160,7 @@ class ResponseCache:
             embedded = EmbeddedRedis(config.embedded)
             await embedded.start()
             url = embedded.url
-        return cls(config, redis_client(config, url), embedded=embedded)
+        return cls(config, redis_client(config, url), url=url, embedded=embedded, judge=judge)
 
     async def close(self) -> None:
         if self.redis is not None:
@@ -285,7 +289,8 @@ class ResponseCache:
                 veto = "judge"
             elif hit := await self._semantic_hit(tenant, key, neighbour):
                 return hit
-        return self._result("semantic", CacheLookup("miss", key=key, reason=veto and f"vetoed:{veto}"))
+        return self._result("semantic", CacheLookup("miss", key=key, reason=veto and f"vetoed:{veto}",
+                                                    neighbours=neighbours))
 
     async def _semantic_hit(self, tenant: str, key: str, neighbour: Neighbour) -> CacheLookup | None:
         """The hit on `neighbour`'s entry, or None if it expired since the search."""
@@ -330,14 +335,18 @@ class ResponseCache:
 
     @fail_open(_nothing)
     async def nearest(
-        self, tenant: str, request: BackendRequest, embedding: np.ndarray
+        self, tenant: str, request: BackendRequest, embedding: np.ndarray, *,
+        neighbours: list[Neighbour] | None = None,
     ) -> tuple[list[StreamEvent], float] | None:
         """The most similar cached response of the same scope, however similar, without guards: for a
-        retrieval drafter, whose proposals are verified by the model anyway."""
+        retrieval drafter, whose proposals are verified by the model anyway. `neighbours`: a search
+        this request's semantic lookup already made (the index is then not searched again)."""
         if self._semantic_text(request, embedding) is None or not await self._has_vector_sets():
             return None
         try:
-            for neighbour in await self._neighbours(tenant, request, embedding):
+            if neighbours is None:
+                neighbours = await self._neighbours(tenant, request, embedding)
+            for neighbour in neighbours:
                 entry = await self._fetch_entry(tenant, neighbour)
                 if entry is not None:
                     return entry.events, neighbour.similarity
