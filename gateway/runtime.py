@@ -25,7 +25,7 @@ from gateway.pipeline import Pipeline
 from gateway.policy import Policy, build_router
 
 if TYPE_CHECKING:  # both import torch; loaded only when configured
-    from gateway.cache.judge import Judge
+    from gateway.cache.matching.judge import Judge
     from router_models.encoder import BatchingEncoder
 
 log = logging.getLogger("turnout")
@@ -130,7 +130,7 @@ class Runtime:
         tier = cache.judge_tier if cache and cache.semantic_enabled else None
         if tier is None or tier not in self.balancer.tiers:
             return None
-        from gateway.cache.judge import TierJudge
+        from gateway.cache.matching.judge import TierJudge
 
         log.info("semantic hits are judged by the %s tier's model", tier)
         return TierJudge(lambda: self.balancer.pick(tier))

@@ -1,6 +1,6 @@
 """The Redis behind API keys, rate limits and usage: shared by every replica, so counts are global.
 
-Same client settings, deadline and circuit breaker as the response cache (`redis_client`, `RedisGuard`),
+Same client settings, deadline and kind of circuit breaker as the response cache (gateway/redis_guard.py),
 but its own breaker: a flapping cache connection must not switch authentication off, nor the reverse.
 A failure is counted (`turnout_state_store_errors_total{component}`), logged at most once per
 `LOG_EVERY_S` per component, and raised as `StateUnavailable`: callers decide whether to fail open
@@ -16,11 +16,9 @@ from typing import TypeVar
 
 from redis.asyncio import Redis
 
-from gateway.breaker import CircuitBreaker
 from gateway.cache.config import CacheConfig
-from gateway.cache.guard import CacheUnavailable, RedisGuard
-from gateway.cache.response_cache import redis_client
 from gateway.metrics import Metrics
+from gateway.redis_guard import RedisGuard, RedisSettings, RedisUnavailable, redis_client
 
 log = logging.getLogger("turnout.state")
 
@@ -33,16 +31,15 @@ class StateUnavailable(Exception):
 
 
 class StateStore:
-    def __init__(self, redis: Redis, metrics: Metrics, settings: CacheConfig | None = None):
-        settings = settings or CacheConfig()
+    def __init__(self, redis: Redis, metrics: Metrics, settings: RedisSettings | None = None):
         self.redis = redis
         self.metrics = metrics
-        self._guard = RedisGuard(CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
-                                 settings.operation_timeout_ms / 1000)
+        self._guard = RedisGuard.of(settings or CacheConfig())
         self._last_logged: dict[str, float] = {}
 
     @classmethod
-    def connect(cls, url: str, metrics: Metrics, settings: CacheConfig | None = None) -> StateStore:
+    def connect(cls, url: str, metrics: Metrics, settings: RedisSettings | None = None) -> StateStore:
+        """A client of `url`; `settings` default to the `cache:` section's defaults."""
         settings = settings or CacheConfig()
         return cls(redis_client(settings, url), metrics, settings)
 
@@ -50,7 +47,7 @@ class StateStore:
         """`call(redis)` under the deadline and breaker; raises StateUnavailable on any Redis failure."""
         try:
             return await self._guard.run(lambda: call(self.redis))
-        except CacheUnavailable as exc:
+        except RedisUnavailable as exc:
             self.metrics.state_errors.labels(component).inc()
             now = time.monotonic()
             if now - self._last_logged.get(component, -LOG_EVERY_S) >= LOG_EVERY_S:
@@ -61,7 +58,7 @@ class StateStore:
     async def health(self) -> bool:
         try:
             return bool(await self._guard.run(self.redis.ping, probe=True))
-        except CacheUnavailable:
+        except RedisUnavailable:
             return False
 
     async def close(self) -> None:

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import redis_proc
 
-from gateway.cache import CacheConfig, ResponseCache, redis_client, replay
+from gateway.cache import CacheConfig, ResponseCache, replay
 from gateway.cache.redis_server import RedisServerProcess
+from gateway.redis_guard import redis_client
 from gateway.types import BackendRequest, StreamEvent
 
 redis_server = redis_proc.redis_server  # the shared fixture: a fresh redis-server per test

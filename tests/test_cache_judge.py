@@ -21,7 +21,7 @@ from engine.prefix_scorer import PrefixScorer
 from engine.store import resolve
 from gateway.api import create_app
 from gateway.backends.base import BackendError
-from gateway.cache.judge import BackendJudge, EngineJudge, TierJudge, judge_messages, log_odds_from_top
+from gateway.cache.matching.judge import BackendJudge, EngineJudge, TierJudge, judge_messages, log_odds_from_top
 from gateway.cache.redis_server import RedisServerProcess
 from gateway.config import ConfigError, parse_config
 from gateway.types import BackendRequest, StreamEvent

@@ -7,9 +7,10 @@ import asyncio
 import pytest
 
 from gateway.breaker import CircuitBreaker
-from gateway.cache import alignment, cache_mode_from_headers, contextual, guards, verifier
+from gateway.cache import cache_mode_from_headers
 from gateway.cache.codec import decode, encode, is_complete
 from gateway.cache.keys import TenantKeys, canonical_request, digest, is_deterministic, semantic_scope
+from gateway.cache.matching import alignment, contextual, guards, verifier
 from gateway.cache.single_flight import SingleFlight
 from gateway.types import BackendRequest, StreamEvent
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.cache.semantic_bench import embed_all, load_judge, load_pairs
 from gateway.cache import CacheConfig
-from gateway.cache.verifier import assess, logit
+from gateway.cache.matching.verifier import assess, logit
 
 Row = dict[str, Any]
 

@@ -17,8 +17,8 @@ from typing import get_args
 
 from bench.cache.semantic_bench import PAIRS, embed_all, load_pairs
 from gateway.cache import CacheConfig
-from gateway.cache.config import VerifierModel
-from gateway.cache.verifier import verdict
+from gateway.cache.matching import VerifierModel
+from gateway.cache.matching.verifier import verdict
 
 SETS = sorted(PAIRS.parent.glob("pairs*.jsonl"))
 REWORDINGS = (("How do I ", "How can I "), ("What is ", "What's "), ("Can you ", "Could you "))

@@ -2,7 +2,7 @@
 
 Two measurements:
 1. pairs: for every pair, would b be answered by a's entry? (cosine >= floor and the verifier accepts:
-   gateway/cache/verifier.py), over a range of cosine floors, with and without the verifier;
+   gateway/cache/matching/verifier.py), over a range of cosine floors, with and without the verifier;
 2. store: all a-sides stored in one scope of a real Redis (the ResponseCache, vector sets), every
    b-side looked up: a paraphrase must hit its own a, a contrast must hit nothing.
 
@@ -25,9 +25,9 @@ from typing import get_args
 import numpy as np
 
 from gateway.cache import CacheConfig, ResponseCache
-from gateway.cache.config import VerifierModel
-from gateway.cache.judge import Judge
-from gateway.cache.verifier import default_min_probability, verdict
+from gateway.cache.matching import VerifierModel
+from gateway.cache.matching.judge import Judge
+from gateway.cache.matching.verifier import default_min_probability, verdict
 from gateway.types import BackendRequest, StreamEvent
 
 PAIRS = Path(__file__).with_name("pairs.jsonl")
@@ -97,7 +97,7 @@ class TimedJudge:
 def load_judge(model: str) -> Judge:
     from engine.loader import load_model
     from engine.store import resolve
-    from gateway.cache.judge import EngineJudge
+    from gateway.cache.matching.judge import EngineJudge
 
     return EngineJudge(load_model(model, resolve(model), pack=True))
 

@@ -14,8 +14,8 @@ import re
 
 import numpy as np
 
-from gateway.cache import guards
-from gateway.cache.alignment import Aligner
+from gateway.cache.matching import guards
+from gateway.cache.matching.alignment import Aligner
 
 SYNONYM = 0.5
 """Static-table cosine at and above which a replacement could be a synonym (alignment.MATCHED: synonyms

@@ -1,16 +1,15 @@
-"""Fit the semantic-hit verifier (gateway/cache/verifier.py) on bench/cache/pairs.jsonl, and only on it.
+"""Fit the semantic-hit verifier (gateway/cache/matching/verifier.py) on bench/cache/pairs.jsonl, and only on it.
 
 Candidates are the pairs a lookup would consider: cosine >= the candidate floor and no hard guard
 veto. The printed table is the model's 5-fold cross-validated hit and false-hit rate on the whole
 tuning set (repeated over shuffles); the min P a hit needs is the lowest (0.01 steps) whose
 cross-validated false-hit rate on the labelled contrasts is <= 1%. Then the model is fitted on all of it:
 
-- lexical: a logistic regression on standardised lexical features; prints the constants to paste into
-  verifier.py, folded back to raw feature units;
-- aligned: lexical + word-alignment features, a bagged MLP (gateway/cache/verifier_mlp.py); writes
-  gateway/cache/verifier_mlp.json, min P included;
-- contextual: aligned + the alignment over MiniLM's contextual token outputs (gateway/cache/contextual.py),
-  the same kind of MLP; writes gateway/cache/verifier_contextual.json.
+- lexical: a logistic regression on standardised lexical features, folded back to raw feature units;
+- aligned: lexical + word-alignment features, a bagged MLP (gateway/cache/matching/models.py);
+- contextual: aligned + the alignment over MiniLM's contextual token outputs
+  (gateway/cache/matching/contextual.py), the same kind of MLP.
+Each writes gateway/cache/matching/weights/<model>.json, min P included.
 
 With --reword, every a-side of pairs.jsonl that starts with one of REWORDINGS' prefixes is also added as a
 paraphrase of itself with the other prefix ("How do I X?" / "How can I X?"): the labelled paraphrases are
@@ -47,8 +46,8 @@ from sklearn.neural_network import MLPClassifier
 from bench.cache.reword_check import reworded
 from bench.cache.semantic_bench import PAIRS, embed_all, load_pairs
 from bench.cache.swap_contrasts import Swapper, vocabulary
-from gateway.cache import verifier, verifier_mlp
-from gateway.cache.alignment import shared_aligner
+from gateway.cache.matching import VerifierModel, guards, models, verifier
+from gateway.cache.matching.alignment import shared_aligner
 
 PROBABILITIES = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 MAX_FALSE_HIT = 0.01
@@ -86,12 +85,12 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float) -> Predictor:
 
 
 def fit_mlp(x: np.ndarray, y: np.ndarray, seed: int = 0, min_probability: float = 0.5,
-            model: verifier.VerifierModel = "aligned") -> verifier_mlp.BaggedMlp:
+            model: VerifierModel = "aligned") -> models.BaggedMlp:
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
     members = [MLPClassifier(hidden_layer_sizes=(MLP_HIDDEN,), alpha=MLP_ALPHA, max_iter=3000,
                              random_state=seed * MLP_MEMBERS + m).fit((x - mean) / scale, y)
                for m in range(MLP_MEMBERS)]
-    return verifier_mlp.BaggedMlp(
+    return models.BaggedMlp(
         features=MLP_FEATURES[model], mean=mean, scale=scale, min_probability=min_probability,
         hidden_weights=np.stack([m.coefs_[0] for m in members]),
         hidden_bias=np.stack([m.intercepts_[0] for m in members]),
@@ -99,7 +98,7 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, seed: int = 0, min_probability: float 
         output_bias=np.array([m.intercepts_[1][0] for m in members]))
 
 
-def fit_model(model: verifier.VerifierModel, x: np.ndarray, y: np.ndarray, c: float, seed: int) -> Predictor:
+def fit_model(model: VerifierModel, x: np.ndarray, y: np.ndarray, c: float, seed: int) -> Predictor:
     if model == "lexical":
         return fit_logistic(x, y, c)
     mlp = fit_mlp(x, y, seed, model=model)
@@ -133,7 +132,7 @@ def distractor_pairs(pairs: list[dict[str, str]], vectors: dict[str, np.ndarray]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", choices=get_args(verifier.VerifierModel), default="lexical")
+    parser.add_argument("--model", choices=get_args(VerifierModel), default="lexical")
     parser.add_argument("--floor", type=float, default=0.60, help="cosine below which no candidate is verified")
     parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength (lexical)")
     parser.add_argument("--shuffles", type=int, default=5, help="repeats of the 5-fold cross-validation")
@@ -156,7 +155,7 @@ def main() -> None:
     pairs += distractor_pairs(pairs, vectors, args.floor) + extra
     similarity = np.array([float(vectors[p["a"]] @ vectors[p["b"]]) for p in pairs])
     paraphrase = np.array([p["label"] == "paraphrase" for p in pairs])
-    hard = np.array([any(guard(p["b"], p["a"]) for guard in verifier.HARD_GUARDS) for p in pairs])
+    hard = np.array([guards.hard_veto(p["b"], p["a"]) is not None for p in pairs])
     featurize = verifier.FEATURIZERS[args.model]
     x = np.array([featurize(p["b"], p["a"], s) for p, s in zip(pairs, similarity, strict=True)])
     candidates = np.where((similarity >= args.floor) & ~hard)[0]
@@ -193,14 +192,14 @@ def main() -> None:
     print(f"\nmin P by the rule (lowest with CV false hit <= {MAX_FALSE_HIT:.0%}): {min_probability}")
 
     if args.model in verifier.MLP_MODELS:
-        mlp = fit_mlp(x[candidates], paraphrase[candidates], min_probability=float(min_probability), model=args.model)
-        verifier_mlp.WEIGHTS_FILES[args.model].write_text(mlp.to_json() + "\n")
-        print(f"wrote {verifier_mlp.WEIGHTS_FILES[args.model]}")
-        return
-    weights, bias = fit(x[candidates], paraphrase[candidates], args.C)
-    print(f"\nFEATURES = {verifier.FEATURES}")
-    print(f"WEIGHTS = ({', '.join(f'{w:.4f}' for w in weights)})")
-    print(f"BIAS = {bias:.4f}")
+        fitted: models.BaggedMlp | models.Logistic = fit_mlp(
+            x[candidates], paraphrase[candidates], min_probability=float(min_probability), model=args.model)
+    else:  # four decimals, as the shipped lexical weights
+        weights, bias = fit(x[candidates], paraphrase[candidates], args.C)
+        fitted = models.Logistic(features=verifier.FEATURES, weights=tuple(round(float(w), 4) for w in weights),
+                                 bias=round(bias, 4), min_probability=float(min_probability))
+    models.weights_file(args.model).write_text(fitted.to_json() + "\n")
+    print(f"wrote {models.weights_file(args.model)}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from gateway.cache.matching import VerifierModel
+
 VectorQuantization = Literal["noquant", "q8", "bin"]
-VerifierModel = Literal["lexical", "aligned", "contextual"]
 
 
 class EmbeddedRedisConfig(BaseModel):
@@ -48,13 +49,13 @@ class CacheConfig(BaseModel):
         "alignment in MiniLM's input embeddings, bagged MLP (µs, no model call); contextual (default): adds word "
         "alignment over MiniLM's token outputs (2 layers, a few ms per verified candidate, in a worker thread) and "
         "per-side unmatched words; holdouts 1-6 pooled 84% paraphrase hits / 1.7% false hits against aligned's "
-        "75% / 4.7%, holdouts 1-7 83% / 2.3% (gateway/cache/verifier.py, bench/cache/RESULTS.md)")
+        "75% / 4.7%, holdouts 1-7 83% / 2.3% (gateway/cache/matching/verifier.py, bench/cache/RESULTS.md)")
     verifier_min_probability: float | None = Field(
         None, ge=0.0, le=1.0, description="P(paraphrase) a candidate needs; None: the model's own, the lowest "
         "whose cross-validated false-hit rate on bench/cache/pairs.jsonl is <= 1% (bench/cache/RESULTS.md)")
     judge_tier: Literal["small", "large"] | None = Field(
         "large", description="the tier whose model weighs in on a semantic hit: 'would the answer cached for "
-        "that request answer this one?' (gateway/cache/judge.py); at most one call per lookup, ~1.3 s for the "
+        "that request answer this one?' (gateway/cache/matching/judge.py); at most one call per lookup, ~1.3 s for the "
         "embedded 1.5B on one CPU core. With it, holdouts 1-10 pooled: 81.3% paraphrase hits / 0.72% false "
         "hits, against 75.1% / 2.6% without (bench/cache/RESULTS.md). None: off. When the config has no such "
         "tier and this was not set explicitly, there is no judge")

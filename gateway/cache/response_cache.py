@@ -1,7 +1,8 @@
 """The response cache the gateway pipeline talks to: exact and semantic lookups, store, single-flight.
 
 Redis is an optimisation, never a dependency of a request: every call goes through `RedisGuard`
-(deadline + circuit breaker) and a failure becomes status "bypass". Usage by the pipeline:
+(gateway/redis_guard.py: deadline + circuit breaker) and a failure becomes status "bypass". Whether a
+semantic candidate asks the same question is decided by gateway/cache/matching. Usage by the pipeline:
 
     lookup = await cache.lookup(tenant, request, embedding, mode)   # or lookup_exact, then _semantic
     if lookup.events is not None:
@@ -28,15 +29,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import numpy as np
-from redis.asyncio import ConnectionPool, Redis
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from redis.retry import Retry
 
-from gateway.breaker import CircuitBreaker
-from gateway.cache import codec, verifier
+from gateway.cache import codec
 from gateway.cache.config import CacheConfig
-from gateway.cache.guard import CacheUnavailable, RedisGuard
 from gateway.cache.keys import (
     TenantKeys,
     canonical_request,
@@ -46,14 +43,16 @@ from gateway.cache.keys import (
     semantic_scope,
     semantic_text,
 )
-from gateway.cache.policy import CacheMode
+from gateway.cache.matching import verifier
+from gateway.cache.mode import CacheMode
 from gateway.cache.redis_server import EmbeddedRedis
 from gateway.cache.single_flight import Flight, SingleFlight
 from gateway.cache.vector_index import EMBEDDING_DIM, Neighbour, VectorIndex
+from gateway.redis_guard import RedisGuard, RedisUnavailable, redis_client
 from gateway.types import BackendRequest, StreamEvent
 
 if TYPE_CHECKING:  # the judge module imports torch; the cache does not need it
-    from gateway.cache.judge import Judge
+    from gateway.cache.matching.judge import Judge
 
 log = logging.getLogger(__name__)
 
@@ -114,20 +113,6 @@ def _not_stored() -> bool:
     return False
 
 
-def redis_client(config: CacheConfig, url: str) -> Redis:
-    """An async client whose every command fails fast: short socket timeouts, one immediate retry
-    (a pooled connection may be stale after a Redis restart), and a bounded pool that refuses rather
-    than queues when full (a blocking pool starves its waiters under load: bench/cache/RESULTS.md)."""
-    pool = ConnectionPool.from_url(
-        url,
-        max_connections=config.max_connections,
-        socket_timeout=config.socket_timeout_ms / 1000,
-        socket_connect_timeout=config.connect_timeout_ms / 1000,
-        retry=Retry(NoBackoff(), retries=1),
-    )
-    return Redis(connection_pool=pool)
-
-
 class ResponseCache:
     def __init__(
         self, config: CacheConfig, redis_client: Redis | None, *, url: str | None = None,
@@ -138,8 +123,8 @@ class ResponseCache:
         self.url = url
         """The Redis this cache talks to (the embedded one's socket, or `config.redis_url`)."""
         self.embedded = embedded
-        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s)
-        self._guard = RedisGuard(self.breaker, config.operation_timeout_ms / 1000)
+        self._guard = RedisGuard.of(config)
+        self.breaker = self._guard.breaker
         self._flights = SingleFlight(config.single_flight_wait_s)
         self._index = VectorIndex(config.vector_quantization, config.semantic_candidates)
         self._vector_sets: bool | None = None  # learnt on first use: does this Redis have VADD/VSIM?
@@ -174,7 +159,7 @@ class ResponseCache:
             return False
         try:
             return bool(await self._guard.run(self.redis.ping, probe=True))
-        except CacheUnavailable:
+        except RedisUnavailable:
             return False
 
     # keys ------------------------------------------------------------------------------------------
@@ -242,7 +227,7 @@ class ResponseCache:
         redis = self.redis
         try:
             blob = await self._guard.run(lambda: redis.get(key))
-        except CacheUnavailable as exc:
+        except RedisUnavailable as exc:
             return self._result("exact", CacheLookup("bypass", key=key, reason=exc.reason))
         entry = self._decode(blob)
         if entry is None:
@@ -255,7 +240,7 @@ class ResponseCache:
         self, tenant: str, request: BackendRequest, embedding: np.ndarray, mode: CacheMode = "use",
     ) -> CacheLookup:
         """The nearest earlier prompt of the same scope that is similar enough and that the verifier (hard
-        guards, then the learned check of gateway/cache/verifier.py) accepts; with a judge, the candidate the
+        guards, then the learned check of gateway/cache/matching/verifier.py) accepts; with a judge, the candidate the
         verifier likes best, if the judge's and the verifier's evidence together clear the bar."""
         key = self._precheck(tenant, request, mode)
         if isinstance(key, CacheLookup):
@@ -265,7 +250,7 @@ class ResponseCache:
             return self._result("semantic", CacheLookup("miss", key=key, reason="not-applicable"))
         try:
             neighbours = await self._neighbours(tenant, request, embedding)
-        except CacheUnavailable as exc:
+        except RedisUnavailable as exc:
             return self._result("semantic", CacheLookup("bypass", key=key, reason=exc.reason))
         veto, judged = None, []
         for neighbour in neighbours:
@@ -350,7 +335,7 @@ class ResponseCache:
                 entry = await self._fetch_entry(tenant, neighbour)
                 if entry is not None:
                     return entry.events, neighbour.similarity
-        except CacheUnavailable:
+        except RedisUnavailable:
             pass
         return None
 
@@ -386,7 +371,7 @@ class ResponseCache:
             try:
                 await self._guard.run(lambda: redis.execute_command("VCARD", "turnout:probe"))
                 self._vector_sets = True
-            except CacheUnavailable as exc:
+            except RedisUnavailable as exc:
                 if isinstance(exc.__cause__, ResponseError):
                     log.warning("redis has no vector sets (needs Redis 8); semantic cache disabled")
                     self._vector_sets = False
@@ -435,7 +420,7 @@ class ResponseCache:
 
         try:
             await self._guard.run(write)
-        except CacheUnavailable:
+        except RedisUnavailable:
             self.stats["store-failed"] += 1
             return False
         self.stats["stored"] += 1
@@ -466,7 +451,7 @@ class ResponseCache:
         try:
             acquired = await self._guard.run(
                 lambda: redis.set(lock, token, nx=True, px=int(self.config.lock_ttl_s * 1000)))
-        except CacheUnavailable:
+        except RedisUnavailable:
             yield  # no Redis, no cross-replica coordination: call
             return
         if not acquired:
@@ -480,7 +465,7 @@ class ResponseCache:
         try:
             yield
         finally:
-            with contextlib.suppress(CacheUnavailable):
+            with contextlib.suppress(RedisUnavailable):
                 await self._guard.run(lambda: redis.eval(_RELEASE_LOCK, 1, lock, token))
 
     async def _wait_for_other_replica(self, key: str, lock: str) -> list[StreamEvent] | None:
@@ -501,7 +486,7 @@ class ResponseCache:
             await asyncio.sleep(self.config.lock_poll_ms / 1000)
             try:
                 blob, locked = await self._guard.run(poll)
-            except CacheUnavailable:
+            except RedisUnavailable:
                 return None
             entry = self._decode(blob)
             if entry is not None:

@@ -1,4 +1,4 @@
-"""Word-level alignment of two prompts, for the semantic-hit verifier (gateway/cache/verifier.py).
+"""Word-level alignment of two prompts, for the semantic-hit verifier (verifier.py).
 
 A pooled sentence vector cannot say *which* word differs: "zoom in" / "zoom out" or "in a microwave" /
 "on the stove" sit at cosine 0.85-0.97, as high as true rewordings. Aligning the words can: each content
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.cache import guards
+from gateway.cache.matching import guards
 
 MATCHED = 0.5
 """Cosine in the input table above which two words count as matched (same word = 1; inflections,

@@ -1,29 +1,21 @@
-"""Second stage of a semantic hit: a tiny learned verifier over cheap features of the two prompts.
+"""Second stage of a semantic hit: a small learned verifier over cheap features of the two prompts.
 
-Cosine similarity alone cannot separate paraphrases (often 0.65-0.85) from different questions that
-share most of their words (0.80-0.92), and the lexical guards that catch those also veto many true
-paraphrases ("HTTP 404" vs "404", "brief"/"short"). So the guards are split in two:
+Why: cosine similarity alone cannot separate paraphrases from different questions that share most of their
+words (the two ranges overlap), and the lexical guards that catch those also veto many true paraphrases. So
+the guards (guards.GUARDS) are split in two: the hard ones stay absolute; the soft ones (names on one side
+only, a one-word swap, a different question type) become features, beside word overlap, words added on one
+side, length and the cosine. A verdict is a few features and a dot product or a tiny MLP per candidate,
+never a call to a generating model (that is the judge's job, judge.py).
 
-- hard vetoes (numbers, negation, opposites, direction): almost never wrong, they stay absolute;
-- soft signals (names only on one side, a one-word swap, a different question type, words added on
-  one side, word overlap, length): features of a logistic regression, together with the cosine.
-
-The weights are trained on bench/cache/pairs.jsonl only (`python -m bench.cache.train_verifier`, which
-prints the constants below), and the probability a hit needs (`cache.verifier_min_probability`) was
-chosen there too; the holdouts were never used for either. A verdict costs tens of µs of Python per
-candidate, no model call.
-
-Two models (`cache.verifier_model`): "lexical", the logistic regression above, and "aligned", which adds
-word-alignment scores (gateway/cache/alignment.py: is every content word of one prompt matched by a
-word of the other?) and a small MLP (gateway/cache/verifier_mlp.py), to see one-word swaps the lexical
-features miss. A third, "contextual" (the default since 2026-11-30, night), adds the same alignment over
-MiniLM's contextual token outputs (gateway/cache/contextual.py: BERTScore-style, function words included)
-and, per side, the content words left unmatched at a stricter match (alignment.one_sided: a qualifier added
-on one side only); it costs a few ms of model per prompt instead of µs. bench/cache/RESULTS.md compares them.
-
-The hard guards include opposite prefixes (hide/unhide, mute/unmute) and particles (zoom in/zoom out)
-besides the listed antonyms, and different question words (when/where/why/who: guards.question_word_mismatch,
-a swap no model feature saw as one; guards.py).
+Three models (`cache.verifier_model`), each fitted on bench/cache/pairs.jsonl only, with the probability a
+hit needs chosen there too (models.py, weights/<model>.json); the holdouts are never used for either:
+- "lexical": a logistic regression on the features above;
+- "aligned": adds word-alignment scores in MiniLM's input table (alignment.py: is every content word of one
+  prompt matched by a word of the other?), to see one-word swaps the lexical features miss; a bagged MLP;
+- "contextual" (the default): adds the same alignment over MiniLM's contextual token outputs (contextual.py,
+  function words included) and, per side, the content words left unmatched at a stricter match (an added
+  qualifier); a few ms of model per prompt instead of µs, so it runs in a worker thread.
+bench/cache/RESULTS.md compares them.
 """
 
 from __future__ import annotations
@@ -32,45 +24,25 @@ import math
 from collections.abc import Callable
 from dataclasses import astuple, dataclass
 
-from gateway.cache import guards, verifier_mlp
-from gateway.cache.alignment import shared_aligner
-from gateway.cache.config import VerifierModel
-from gateway.cache.contextual import shared_contextual_aligner
+from gateway.cache.matching import VerifierModel, guards, models
+from gateway.cache.matching.alignment import shared_aligner
+from gateway.cache.matching.contextual import shared_contextual_aligner
 
-HARD_GUARDS: tuple[Callable[[str, str], str | None], ...] = (
-    guards.number_mismatch, guards.negation_mismatch, guards.antonym_mismatch, guards.direction_mismatch,
-    guards.prefix_mismatch, guards.particle_mismatch, guards.toggle_mismatch, guards.question_word_mismatch,
-)
-
-FEATURES = ("cosine", "entity", "substitution", "intent", "overlap", "changed", "length", "added_only")
+SOFT_FEATURES = ("entity", "substitution", "intent")
+"""The soft guards' features, in guards.SOFT order."""
+FEATURES = ("cosine", *SOFT_FEATURES, "overlap", "changed", "length", "added_only")
 ALIGNED_FEATURES = (*FEATURES, "align_worst", "align_mean", "unmatched", "unmatched_weight")
 CONTEXTUAL_FEATURES = (*ALIGNED_FEATURES, "context_worst", "context_mean", "context_unmatched",
                        "context_unmatched_weight", "context_weighted_mean", "strict_more_weight",
                        "strict_less_weight", "strict_more_count", "strict_less_count")
 MLP_MODELS: tuple[VerifierModel, ...] = ("aligned", "contextual")
-"""The models that are a bagged MLP (verifier_mlp.py), each with its own weights file."""
-MIN_PROBABILITY = 0.80
-"""The lexical model's, by the rule "lowest with cross-validated false hits <= 1% on pairs.jsonl" on a 0.05
-grid (on a 0.01 grid it would be 0.77; kept as measured on the holdouts)."""
-
-WEIGHTS = (25.3560, -0.8027, -1.4673, -1.3195, -4.7067, -0.0041, 1.2148, -1.6256)
-BIAS = -17.4425
-"""Fitted by bench/cache/train_verifier.py on pairs.jsonl; FEATURES gives their order."""
-
-SOFT_GUARDS: tuple[Callable[[str, str], str | None], ...] = (
-    guards.entity_mismatch, guards.substitution_mismatch, guards.intent_mismatch,
-)
-
-
-def soft_signals(query: str, cached: str) -> tuple[str | None, ...]:
-    """What each soft guard says (its reason, or None), in SOFT_GUARDS order."""
-    return tuple(guard(query, cached) for guard in SOFT_GUARDS)
+"""The models that are a bagged MLP (models.BaggedMlp); "lexical" is a logistic regression."""
 
 
 def features(query: str, cached: str, similarity: float,
              signals: tuple[str | None, ...] | None = None) -> tuple[float, ...]:
     """The verifier's inputs, in FEATURES order."""
-    signals = soft_signals(query, cached) if signals is None else signals
+    signals = guards.soft_signals(query, cached) if signals is None else signals
     query_words, cached_words = set(guards.content_words(query)), set(guards.content_words(cached))
     union = query_words | cached_words
     overlap = len(query_words & cached_words) / len(union) if union else 1.0
@@ -101,9 +73,8 @@ FEATURIZERS: dict[VerifierModel, Callable[..., tuple[float, ...]]] = {
 
 
 def probability(features: tuple[float, ...]) -> float:
-    """P(the cached prompt asks the same as the query), by the fitted logistic regression."""
-    z = BIAS + sum(w * x for w, x in zip(WEIGHTS, features, strict=True))
-    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+    """P(the cached prompt asks the same as the query), by the lexical model (a logistic regression)."""
+    return models.load_logistic("lexical").probability(features)
 
 
 def logit(probability: float) -> float:
@@ -117,19 +88,20 @@ def model_probability(query: str, cached: str, similarity: float, model: Verifie
     """P(paraphrase) by the chosen model (no hard guards applied)."""
     if model == "lexical":
         return probability(features(query, cached, similarity, signals))
-    return verifier_mlp.load(model).probability(FEATURIZERS[model](query, cached, similarity, signals))
+    return models.load_mlp(model).probability(FEATURIZERS[model](query, cached, similarity, signals))
 
 
 def default_min_probability(model: VerifierModel) -> float:
     """The probability a hit needs, as chosen for `model` on the tuning set."""
-    return MIN_PROBABILITY if model == "lexical" else verifier_mlp.load(model).min_probability
+    fitted = models.load_logistic(model) if model == "lexical" else models.load_mlp(model)
+    return fitted.min_probability
 
 
 def warm(model: VerifierModel) -> None:
     """Load what the model needs (a 47 MB table; the contextual one also MiniLM's first layers) before the
     first lookup does."""
+    default_min_probability(model)  # reads the fitted weights
     if model in MLP_MODELS:
-        verifier_mlp.load(model)
         shared_aligner()
     if model == "contextual":
         shared_contextual_aligner()
@@ -161,10 +133,9 @@ class Assessment:
 
 def assess(query: str, cached: str, similarity: float, model: VerifierModel = "lexical") -> Assessment:
     """The hard guards, then (if none fires) the model's probability."""
-    for guard in HARD_GUARDS:
-        if (reason := guard(query, cached)) is not None:
-            return Assessment(reason)
-    signals = soft_signals(query, cached)
+    if (reason := guards.hard_veto(query, cached)) is not None:
+        return Assessment(reason)
+    signals = guards.soft_signals(query, cached)
     return Assessment(None, model_probability(query, cached, similarity, model, signals), signals)
 
 

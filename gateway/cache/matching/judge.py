@@ -81,7 +81,7 @@ class Judge(Protocol):
         ...
 
     async def warm(self) -> None:
-        """Do the one-off work now (an in-process judge prefills its examples: ~10 s for a 1.5B on CPU)."""
+        """Do the one-off work now (an in-process judge prefills its examples: seconds on a CPU)."""
         ...
 
 

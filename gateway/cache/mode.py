@@ -1,4 +1,4 @@
-"""Per-request cache policy from HTTP headers, so clients can opt out without a config change.
+"""Per-request cache mode from HTTP headers, so clients can opt out without a config change.
 
 - `Cache-Control: no-cache` (or `Pragma: no-cache`, `x-turnout-cache: bypass`): don't answer from the
   cache, but store the fresh response ("bypass": a refresh).

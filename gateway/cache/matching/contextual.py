@@ -1,27 +1,24 @@
-"""Contextual word alignment of two prompts, for the semantic-hit verifier (gateway/cache/verifier.py).
+"""Contextual word alignment of two prompts, for the semantic-hit verifier (verifier.py).
 
-The static alignment (gateway/cache/alignment.py) compares words by MiniLM's input table, where a word
-means the same in every sentence: "in"/"out" or "bold"/"remove" sit close, and a synonym the table does
-not know ("deduplicate" / "remove duplicates") stays unmatched. Here each word is MiniLM's own token
-output after the first LAYERS transformer layers (BERTScore-style), so a word's vector carries its
-neighbours: "zoom" in "zoom in" is not "zoom" in "zoom out". Every alphabetic word takes part, function
-words included (their contextual vectors say what they attach to), weighted by SIF so that rare words
-count more.
+Why: the static alignment (alignment.py) compares words by MiniLM's input table, where a word means the
+same in every sentence: "in"/"out" or "bold"/"remove" sit close, and a synonym the table does not know
+("deduplicate" / "remove duplicates") stays unmatched. Here each word is MiniLM's own token output after the
+first LAYERS transformer layers (BERTScore-style), so a word's vector carries its neighbours: "zoom" in
+"zoom in" is not "zoom" in "zoom out". Every alphabetic word takes part, function words included (their
+contextual vectors say what they attach to), weighted by SIF so that rare words count more.
 
-Cost: one forward of the truncated model per prompt (a few ms on a CPU core for a short prompt), cached
-per text; verified candidates are re-encoded, the query once per lookup. LAYERS and MATCHED were chosen
-by cross-validation on bench/cache/pairs.jsonl (bench/cache/RESULTS.md).
+Cost: one forward of the truncated model per prompt, cached per text; verified candidates are re-encoded,
+the query once per lookup. LAYERS, MATCHED and STRICT were chosen by cross-validation on
+bench/cache/pairs.jsonl (bench/cache/RESULTS.md).
 
-Function words are matched and counted in the means, but not in the worst match nor the unmatched
-scores (alignment.align_words), and the MLP is fitted with function-word rewordings of the tuning set's
-prompts as extra paraphrases (bench/cache/train_verifier.py --reword): the first fit, without either,
-learned "all words match but one -> contrast" and rejected "How can I X?" for "How do I X?" in 494 of
-495 such pairs (bench/cache/RESULTS.md).
+Function words are matched and counted in the means, but not in the worst match nor the unmatched scores
+(alignment.align_words), and the MLP is fitted with function-word rewordings of the tuning set's prompts as
+extra paraphrases (bench/cache/train_verifier.py --reword): without either, a model learns "all words match
+but one -> contrast" and takes "How can I X?" and "How do I X?" for different questions.
 
-An added qualifier ("repot a *large* cactus") was the commonest false hit left: the 0.5 match finds the
-added word a partner and the two-sided sums hide which side it is on. `one_sided` counts, per side, the
-words below STRICT; the MLP is fitted with qualifier additions of the tuning set as extra contrasts
-(train_verifier.py --qualify).
+An added qualifier ("repot a *large* cactus") finds a partner at the MATCHED bar, and the two-sided sums
+hide which side it is on: `one_sided` counts, per side, the words below STRICT, and the MLP is fitted with
+qualifier additions of the tuning set as extra contrasts (train_verifier.py --qualify).
 """
 
 from __future__ import annotations
@@ -31,16 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.cache.alignment import Alignment, Words, align_words, one_sided, word_pieces
+from gateway.cache.matching.alignment import Alignment, Words, align_words, one_sided, word_pieces
 
 LAYERS = 2
 """Transformer layers run (of MiniLM's 6); the alignment uses the last one's token outputs."""
 MATCHED = 0.5
 """Cosine between token outputs above which two words count as matched."""
 STRICT = 0.7
-"""A stricter match for the one-sided scores (alignment.one_sided): at 0.5 an added "large" or "iced"
-still finds a partner in the other prompt; at 0.7 it is left over (chosen on bench/cache/pairs.jsonl
-among 0.5/0.6/0.7, RESULTS.md)."""
+"""A stricter match for the one-sided scores (alignment.one_sided): at MATCHED an added "large" or "iced"
+still finds a partner in the other prompt; at STRICT it is left over."""
 MAX_TOKENS = 256  # the encoder's own window
 
 

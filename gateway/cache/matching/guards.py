@@ -4,6 +4,10 @@ Sentence embeddings put "enable X" next to "disable X", and "5 km" next to "50 k
 false hits that hurt, because the cached answer is confidently wrong. Each guard compares the new
 prompt with the cached prompt and names the mismatch, or says nothing. They are deliberately strict:
 a vetoed paraphrase costs one backend call, a wrong answer costs trust.
+
+`GUARDS` is the one list of them. The hard ones veto outright; the soft ones are evidence the verifier
+(verifier.py) weighs, because on their own they would refuse too many true paraphrases. The word lists
+grow with the false hits the bench and users find (bench/cache/RESULTS.md, section 4, has the history).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
@@ -71,7 +76,7 @@ ANTONYMS: tuple[tuple[str, str], ...] = (
     ("vertical", "horizontal"), ("horizontally", "vertically"), ("row", "column"), ("local", "remote"),
     ("internal", "external"), ("ipv4", "ipv6"), ("http", "https"), ("tcp", "udp"), ("get", "post"),
     ("frontend", "backend"), ("lend", "borrow"), ("teach", "learn"), ("give", "take"),
-    # 2026-11-30, night: common opposites beyond the coding ones (holdout 5 had five unlisted verb pairs)
+    # common opposites beyond the coding ones
     ("raise", "lower"), ("lengthen", "shorten"), ("widen", "narrow"), ("brighten", "darken"),
     ("thicken", "thin"), ("tighten", "loosen"), ("soften", "harden"), ("upgrade", "downgrade"),
     ("indoor", "outdoor"), ("indoors", "outdoors"), ("inbound", "outbound"), ("grow", "shrink"),
@@ -93,13 +98,10 @@ ANTONYMS: tuple[tuple[str, str], ...] = (
     ("arrival", "departure"), ("arrivals", "departures"), ("sender", "receiver"),
     ("parent", "child"), ("ancestor", "descendant"), ("predecessor", "successor"), ("previous", "next"),
     ("odd", "even"), ("maximum", "minimum"), ("overweight", "underweight"), ("sweet", "savory"),
-    # 2026-12-01: a user check got a false hit for fresh / dried basil
     ("fresh", "dried"), ("fresh", "canned"), ("fresh", "stale"),
     ("sweet", "sour"), ("quiet", "loud"), ("deep", "shallow"), ("heavier", "lighter"), ("increase", "reduce"),
     ("increase", "lower"), ("strengthen", "weaken"), ("tall", "short"),
-    # 2026-12-01: cold/warm was missing (hot/cold and warm/cool were there)
     ("cold", "warm"), ("near", "far"),
-    # 2026-12-01, after holdout 13's clean run: when daylight saving time starts / ends
     ("start", "end"), ("begin", "end"), ("beginning", "end"),
 )
 """Opposite words (compared after stemming): one in the new prompt and only its opposite in the
@@ -356,8 +358,8 @@ def _switched(text: str) -> frozenset[str]:
 
 def toggle_mismatch(query: str, cached: str) -> str | None:
     """One prompt switches something on, the other off, in any wording: "turn on" / "switch off", "enable" /
-    "turn off", "disable" / "switch on" (a false hit that the verifier and the 1.5B judge both let through,
-    2026-12-01: the antonym guard sees "on" on both sides of "turn on Bluetooth on a Mac")."""
+    "turn off", "disable" / "switch on". The antonym guard cannot see these: "turn on Bluetooth on a Mac" has
+    "on" on both sides, and the verifier and the judge take the two for one question."""
     query_way, cached_way = _switched(query), _switched(cached)
     if len(query_way) == 1 and len(cached_way) == 1 and query_way != cached_way:
         return f"opposite:switch {next(iter(query_way))}/{next(iter(cached_way))}"
@@ -471,10 +473,49 @@ def intent_mismatch(query: str, cached: str) -> str | None:
     return f"intent:{query_intent}/{cached_intent}" if query_intent != cached_intent else None
 
 
-GUARDS: tuple[Callable[[str, str], str | None], ...] = (
-    number_mismatch, negation_mismatch, antonym_mismatch, prefix_mismatch, particle_mismatch, toggle_mismatch,
-    question_word_mismatch, entity_mismatch, direction_mismatch, intent_mismatch,
+Check = Callable[[str, str], str | None]
+"""A guard: (query, cached prompt) -> the mismatch it names, or None."""
+
+
+@dataclass(frozen=True)
+class Guard:
+    """One check and how much its word counts. A hard guard is almost never wrong, so its reason vetoes by
+    itself; a soft one also vetoes many true paraphrases ("HTTP 404" / "404", "brief" / "short"), so the
+    verifier weighs what it says with the other evidence instead of obeying it."""
+
+    check: Check
+    hard: bool
+
+
+GUARDS: tuple[Guard, ...] = (
+    Guard(number_mismatch, hard=True),
+    Guard(negation_mismatch, hard=True),
+    Guard(antonym_mismatch, hard=True),
+    Guard(direction_mismatch, hard=True),
+    Guard(prefix_mismatch, hard=True),
+    Guard(particle_mismatch, hard=True),
+    Guard(toggle_mismatch, hard=True),
+    Guard(question_word_mismatch, hard=True),
+    Guard(entity_mismatch, hard=False),
+    Guard(substitution_mismatch, hard=False),
+    Guard(intent_mismatch, hard=False),
 )
+"""Every guard, in the order they are asked. The soft ones' order is the order of their features in the
+verifier (verifier.SOFT_FEATURES), which its fitted weights depend on."""
+
+HARD: tuple[Check, ...] = tuple(guard.check for guard in GUARDS if guard.hard)
+SOFT: tuple[Check, ...] = tuple(guard.check for guard in GUARDS if not guard.hard)
+
+
+def hard_veto(query: str, cached: str) -> str | None:
+    """The first hard guard's reason, or None."""
+    return next((reason for check in HARD if (reason := check(query, cached)) is not None), None)
+
+
+def soft_signals(query: str, cached: str) -> tuple[str | None, ...]:
+    """What each soft guard says (its reason, or None), in SOFT order."""
+    return tuple(check(query, cached) for check in SOFT)
+
 
 SYNONYM_SIMILARITY = 0.93
 """Above this cosine similarity a one-word swap is the encoder recognising a synonym (tall/height,
@@ -482,11 +523,12 @@ say/translate); below it, the swap tends to be a different question (tuple/set, 
 
 
 def veto(query: str, cached: str, similarity: float | None = None) -> str | None:
-    """The first reason the cached prompt must not answer the query, or None if all guards pass.
-    `similarity` (cosine of the two prompts' embeddings) tunes the substitution guard."""
+    """The first reason the cached prompt must not answer the query with every guard taken as absolute (the
+    guards alone, without the verifier's model), or None if all pass. `similarity` (cosine of the two
+    prompts' embeddings) tunes the substitution guard: above SYNONYM_SIMILARITY it is not asked."""
     for guard in GUARDS:
-        if (reason := guard(query, cached)) is not None:
+        if guard.check is substitution_mismatch and similarity is not None and similarity >= SYNONYM_SIMILARITY:
+            continue
+        if (reason := guard.check(query, cached)) is not None:
             return reason
-    if similarity is None or similarity < SYNONYM_SIMILARITY:
-        return substitution_mismatch(query, cached)
     return None
