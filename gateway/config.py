@@ -189,6 +189,17 @@ class RetryConfig(_Strict):
     max_backoff_s: float = Field(1.0, ge=0)
 
 
+class CascadeConfig(_Strict):
+    """The small tier answers first; an answer it is unsure of is dropped and the large tier serves the
+    request instead (FrugalGPT / AutoMix style). The router decides from the prompt alone; the small
+    model's own token probabilities over its answer are evidence the prompt cannot give."""
+
+    confidence: float = Field(gt=0.0, lt=1.0, description="escalate when the small answer's geometric-mean "
+                              "token probability (exp of its mean token logprob) is below this")
+    head_tokens: int = Field(32, ge=1, le=4096, description="a streamed answer is judged on its first "
+                             "head_tokens tokens, held back until then; a non-streamed one in full")
+
+
 class RoutingConfig(_Strict):
     """`router`: a router_models name (default, length, random) or a path to trained weights;
     `none` sends every `auto` request to the small tier. A score >= `threshold` goes large;
@@ -205,6 +216,8 @@ class RoutingConfig(_Strict):
     fallback: bool = Field(True, description="serve from the other tier when every replica of the chosen "
                                              "one fails before the first byte")
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    cascade: CascadeConfig | None = Field(None, description="let the small tier answer the requests the router "
+                                          "(or routing off) sends it first, escalating doubtful answers")
 
     @model_validator(mode="after")
     def _one_cutoff(self) -> RoutingConfig:

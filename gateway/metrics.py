@@ -67,6 +67,9 @@ class Metrics:
                                       ["tier", "model", "status"], registry=r)
         self.fallbacks = Counter("turnout_fallbacks", "Requests moved to another tier after a failure",
                                  ["from_tier", "to_tier"], registry=r)
+        self.cascade = Counter("turnout_cascade_decisions", "Small-tier answers judged by the cascade: kept, "
+                               "escalated to the large tier, or unscored (the backend sent no logprobs)",
+                               ["outcome"], registry=r)
         self.rate_limited = Counter("turnout_rate_limit_rejections", "Requests refused with 429, by exhausted quota",
                                     ["limit"], registry=r)
         self.auth_failures = Counter("turnout_auth_failures", "Refused API keys by reason", ["reason"], registry=r)
@@ -83,6 +86,9 @@ class Metrics:
 
     def record_fallback(self, from_tier: str, to_tier: str) -> None:
         self.fallbacks.labels(from_tier, to_tier).inc()
+
+    def record_cascade(self, outcome: str) -> None:
+        self.cascade.labels(outcome).inc()
 
     def record_backend_error(self, tier: str | None, model: str | None, status: int) -> None:
         self.backend_errors.labels(tier or NONE, model or NONE, str(status)).inc()
@@ -139,6 +145,13 @@ def record_fallback(from_tier: str, to_tier: str) -> None:
     metrics = _current.get()
     if metrics is not None:
         metrics.record_fallback(from_tier, to_tier)
+
+
+def record_cascade(outcome: str) -> None:
+    """The cascade kept the small tier's answer, escalated it, or could not score it."""
+    metrics = _current.get()
+    if metrics is not None:
+        metrics.record_cascade(outcome)
 
 
 def record_backend_error(tier: str | None, model: str | None, status: int) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from gateway.backends.base import BackendError
 from gateway.cache import CacheLookup, CacheMode, CacheStatus, ResponseCache, replay
+from gateway.cascade import Cascade, CascadeServing
 from gateway.errors import APIError
 from gateway.failover import Failover, Serving
 from gateway.handle import Handle
@@ -50,6 +51,7 @@ class RequestContext:
     cache_mode: CacheMode = "use"
     key_tenant: str | None = None  # the authenticated key's tenant (auth on)
     access: Access = EVERY_TIER  # the tiers the key may use
+    streamed: bool = False  # the client reads the answer as it is generated
 
     @property
     def tenant(self) -> str:
@@ -97,15 +99,17 @@ class RoutedError(APIError):
 
 class Pipeline:
     """`cache` and `encoder` are handles: their steps are skipped while they are not configured or
-    not ready yet (the router's encoder answers 503 until it is)."""
+    not ready yet (the router's encoder answers 503 until it is). `cascade`, when configured, serves
+    the requests the router sends small (gateway/cascade.py)."""
 
     def __init__(self, policy: Policy, failover: Failover, *, request_timeout_s: float,
-                 cache: Handle[ResponseCache], encoder: Handle[BatchingEncoder]):
+                 cache: Handle[ResponseCache], encoder: Handle[BatchingEncoder], cascade: Cascade | None = None):
         self.policy = policy
         self.failover = failover
         self.request_timeout_s = request_timeout_s
         self.cache = cache
         self.encoder = encoder
+        self.cascade = cascade
 
     async def handle(self, request: BackendRequest, context: RequestContext) -> Reply:
         deadline = asyncio.get_running_loop().time() + self.request_timeout_s
@@ -145,10 +149,14 @@ class Pipeline:
         # 7. serve from a replica that answers (failover picks it; retries and tier fallback before
         #    the first event), with, for retrieval drafting, the closest cached answer (speed only:
         #    the model verifies every drafted token), and the tenant, whose earlier prompts' KV alone
-        #    the engine may reuse.
+        #    the engine may reuse; the cascade, when on, lets the small tier try first.
         reference = await self._reference(cache, tenant, asked, embedding, route, lookup)
-        serving = self.failover.serve(route, replace(request, reference=reference,
-                                                     cache_scope=_cache_scope(tenant, request)))
+        served_request = replace(request, reference=reference, cache_scope=_cache_scope(tenant, request))
+        serving: Serving | CascadeServing
+        if self.cascade is not None and self.cascade.applies(route, served_request):
+            serving = self.cascade.serve(route, served_request, streamed=context.streamed)
+        else:
+            serving = self.failover.serve(route, served_request)
         events = serving.events()
         # 8. tee to the cache writer (one backend call for concurrent identical misses).
         if cache is not None and lookup is not None and lookup.key is not None:
@@ -192,7 +200,8 @@ class Pipeline:
             return None
         return "".join(event.text for event in nearest[0] if not (event.extra or {}).get("index"))  # choice 0
 
-    async def _through_cache(self, cache: ResponseCache, events: AsyncIterator[StreamEvent], serving: Serving,
+    async def _through_cache(self, cache: ResponseCache, events: AsyncIterator[StreamEvent],
+                             serving: Serving | CascadeServing,
                              tenant: str, asked: BackendRequest, embedding: np.ndarray | None, key: str,
                              mode: CacheMode) -> AsyncIterator[StreamEvent]:
         async with cache.single_flight(key) as flight:

@@ -46,13 +46,15 @@ class Target:
 @dataclass(frozen=True)
 class Route:
     """The policy's decision. `model` is set when the client named a model id: only that model's
-    deployments may serve it, and it never falls back to the other tier."""
+    deployments may serve it, and it never falls back to the other tier. `confidence`: the small
+    tier's answer's, when the cascade judged one (gateway/cascade.py)."""
 
     tier: Tier
     reason: str
     score: float | None = None
     model: str | None = None
     may_fall_back: bool = True
+    confidence: float | None = None
 
     @classmethod
     def forced(cls, target: Target) -> Route:
@@ -91,6 +93,8 @@ class Served:
             headers["x-turnout-deployment"] = self.deployment
         if self.score is not None:
             headers["x-turnout-router-score"] = f"{self.score:.4f}"
+        if self.route.confidence is not None:
+            headers["x-turnout-cascade-confidence"] = f"{self.route.confidence:.4f}"
         if self.fallback_from is not None:
             headers["x-turnout-fallback"] = f"{self.fallback_from}->{self.tier}"
         return headers
@@ -99,10 +103,11 @@ class Served:
         """The record a cache entry keeps of the route that produced it (JSON-safe)."""
         route = self.route
         return {"tier": self.tier, "reason": route.reason, "routed_tier": route.tier, "score": route.score,
-                "pinned_model": route.model, "deployment": self.deployment, "model": self.model,
-                "fallback_from": self.fallback_from}
+                "pinned_model": route.model, "confidence": route.confidence, "deployment": self.deployment,
+                "model": self.model, "fallback_from": self.fallback_from}
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Served:
-        route = Route(record["routed_tier"], record["reason"], record.get("score"), record.get("pinned_model"))
+        route = Route(record["routed_tier"], record["reason"], record.get("score"), record.get("pinned_model"),
+                      confidence=record.get("confidence"))
         return cls(route, record["tier"], record.get("deployment"), record.get("model"), record.get("fallback_from"))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from gateway.backends import Backend, build_backends, unique_backends
 from gateway.balancer import Balancer, Replica
 from gateway.cache import ResponseCache
+from gateway.cascade import Cascade
 from gateway.config import TurnoutConfig
 from gateway.failover import Failover
 from gateway.governance import Governance
@@ -47,8 +48,9 @@ class Runtime:
         self.cache: Handle[ResponseCache] = Handle("response cache", configured=cache_configured)
         self.encoder: Handle[BatchingEncoder] = Handle("prompt encoder", configured=self.policy.needs_embedding or bool(
             cache_configured and cache and cache.semantic_enabled))
+        cascade = None if config.routing.cascade is None else Cascade(failover, config.routing.cascade)
         self.pipeline = Pipeline(self.policy, failover, request_timeout_s=config.server.request_timeout_s,
-                                 cache=self.cache, encoder=self.encoder)
+                                 cache=self.cache, encoder=self.encoder, cascade=cascade)
         self.health = HealthMonitor()
         self.governance = Governance(config, cache_stats=self._cache_stats)
         self.governance.metrics.registry.register(DeploymentMetrics(self.balancer.replicas))

@@ -82,7 +82,7 @@ async def _generate(body: GenerationRequest | ResponsesRequest, request: Request
     """Check access, run the pipeline, render: `renderer_for(model)` shapes the answer on the wire."""
     pipeline, access = _pipeline(request), governance(request)
     context = RequestContext(api_key=caller.api_key, tier_header=request.headers.get("x-turnout-tier"),
-                             key_tenant=caller.tenant, access=caller.access,
+                             key_tenant=caller.tenant, access=caller.access, streamed=body.stream,
                              cache_mode=cache_mode_from_headers(request.headers))
     backend_request = body.to_backend_request()
     if request.headers.get("x-turnout-speculative", "").lower() == "off":  # per-request A/B switch
