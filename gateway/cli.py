@@ -17,8 +17,9 @@ from gateway.config import ConfigError, TurnoutConfig, load_config, summarize
 
 CONFIG_ENV = "TURNOUT_CONFIG"
 # Command groups other packages own (module → the command it adds); each exposes `register(subparsers)`.
-_MOUNTED = {"engine.cli": "models/engine", "router_models.cli": "router", "drafters.cli": "drafters",
-            "gateway.vllm_args": "vllm-args", "gateway.keys_cli": "keys"}
+# gateway.router_label adds `router label` to the group router_models.cli makes, so it comes after it.
+_MOUNTED = {"engine.cli": "models/engine", "router_models.cli": "router", "gateway.router_label": "router label",
+            "drafters.cli": "drafters", "gateway.vllm_args": "vllm-args", "gateway.keys_cli": "keys"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,13 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
 def serve_gateway(args: argparse.Namespace) -> int:
     """Load the config (file, $TURNOUT_CONFIG, or built-in), then run uvicorn until interrupted."""
     try:
-        config = load_config(args.config or os.environ.get(CONFIG_ENV) or None, os.environ)
+        config = config_from(args.config)
     except ConfigError as error:
         print(f"turnout: {error}", file=sys.stderr)
         return 1
     server = config.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port))
                                               if v is not None})
     return run_server(config.model_copy(update={"server": server}), log_level=args.log_level)
+
+
+def config_from(path: str | None) -> TurnoutConfig:
+    """The config a command runs on: `path`, else $TURNOUT_CONFIG, else the built-in one."""
+    return load_config(path or os.environ.get(CONFIG_ENV) or None, os.environ)
 
 
 def run_server(config: TurnoutConfig, *, log_level: str = "info") -> int:
