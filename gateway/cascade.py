@@ -70,10 +70,10 @@ class CascadeServing:
         async with aclosing(small):  # type: ignore[type-var]
             held, logprobs = await self._head(small)
             if self._serving.served.tier == "small":  # not a fallback: judge the answer
-                if not logprobs:
+                self._confidence = answer_confidence(logprobs)
+                if self._confidence is None:
                     metrics.record_cascade("unscored")
                 else:
-                    self._confidence = math.exp(sum(logprobs) / len(logprobs))
                     if math.log(self._confidence) < self._cascade.min_mean_logprob:
                         metrics.record_cascade("escalated")
                         held = []
@@ -97,7 +97,7 @@ class CascadeServing:
         logprobs: list[float] = []
         async for event in events:
             held.append(event)
-            logprobs += _token_logprobs(event)
+            logprobs += token_logprobs(event)
             if event.finish_reason is not None or (self._head_tokens is not None
                                                    and len(logprobs) >= self._head_tokens):
                 break
@@ -108,9 +108,15 @@ def _with_logprobs(request: BackendRequest) -> BackendRequest:
     return replace(request, params={**request.params, "logprobs": True})
 
 
-def _token_logprobs(event: StreamEvent) -> list[float]:
+def token_logprobs(event: StreamEvent) -> list[float]:
+    """The chat logprobs an event carries, one per generated token."""
     content = ((event.extra or {}).get("logprobs") or {}).get("content") or []
     return [float(token["logprob"]) for token in content if token.get("logprob") is not None]
+
+
+def answer_confidence(logprobs: list[float]) -> float | None:
+    """Geometric-mean token probability, exp(mean logprob); None without logprobs to judge by."""
+    return math.exp(sum(logprobs) / len(logprobs)) if logprobs else None
 
 
 def _without_logprobs(event: StreamEvent) -> StreamEvent:

@@ -243,8 +243,12 @@ def judge_target(config: TurnoutConfig, spec: str) -> Route:
 
 @dataclass
 class Answer:
+    """`confidence`: the answer's geometric-mean token probability, what `routing.cascade` judges by (None
+    when the backend sent no logprobs), so a labelled file also measures the cascade (bench/router)."""
+
     text: str
     model: str | None
+    confidence: float | None = None
 
 
 class Tiers:
@@ -299,19 +303,22 @@ class Tiers:
     async def answer(self, route: Route, messages: list[dict[str, Any]], params: dict[str, Any]) -> Answer:
         """The whole reply of `route`'s tier (or model) to `messages`; a failure or timeout stops the run."""
         from gateway.backends.base import BackendError
+        from gateway.cascade import answer_confidence, token_logprobs
         from gateway.types import BackendRequest
 
-        request = BackendRequest(kind="chat", model=route.model or route.tier, messages=messages, params=dict(params))
+        request = BackendRequest(kind="chat", model=route.model or route.tier, messages=messages,
+                                 params={**params, "logprobs": True})
         serving = self.failover.serve(route, request)
         what = f"model {route.model}" if route.model else f"the {route.tier} tier"
         try:
             async with asyncio.timeout(self.timeout_s), aclosing(serving.events()) as events:  # type: ignore[type-var]
-                text = "".join([event.text async for event in events])
+                received = [event async for event in events]
         except TimeoutError:
             raise LabelError(f"{what} sent no whole answer within {self.timeout_s:g}s (--timeout-s)") from None
         except BackendError as exc:
             raise LabelError(f"{what} failed: {_one_line(exc)}") from None
-        return Answer(text, serving.served.model)
+        logprobs = [logprob for event in received for logprob in token_logprobs(event)]
+        return Answer("".join(event.text for event in received), serving.served.model, answer_confidence(logprobs))
 
 
 # --- labelling -------------------------------------------------------------------------------------
@@ -369,7 +376,8 @@ class Labeler:
             scored = {"weak_quality": comparison.weak_quality, "strong_quality": comparison.strong_quality,
                       "scored_by": f"judge:{self.judge_name}", "judge_verdicts": list(comparison.verdicts)}
         return {**row, "prompt": row_prompt(row), **scored, "weak_answer": weak.text, "strong_answer": strong.text,
-                "weak_model": weak.model, "strong_model": strong.model}
+                "weak_model": weak.model, "strong_model": strong.model, "weak_confidence": weak.confidence,
+                "strong_confidence": strong.confidence}
 
 
 def _one_line(exc: BaseException) -> str:

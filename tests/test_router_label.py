@@ -27,7 +27,7 @@ PROMPTS = [
      "answer": "[a-z]", "subject": "chat"},
 ]
 ANSWER_FIELDS = {"prompt", "weak_quality", "strong_quality", "weak_answer", "strong_answer", "scored_by",
-                 "weak_model", "strong_model"}
+                 "weak_model", "strong_model", "weak_confidence", "strong_confidence"}
 STUB = 'def add(a: int, b: int) -> int:\n    """Return a + b."""\n'
 TEST = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
 
@@ -79,6 +79,7 @@ def test_a_checker_labels_both_tiers_into_rows_train_reads(two_tiers: Path, tmp_
         assert row.keys() >= ANSWER_FIELDS and row["scored_by"] == checker
         assert row["weak_quality"] in (0.0, 1.0) and row["strong_quality"] in (0.0, 1.0)
         assert row["weak_answer"] and row["strong_answer"]
+        assert 0 < row["weak_confidence"] < 1 and 0 < row["strong_confidence"] < 1  # what the cascade judges by
         expected = checker_named(checker).score(row, row["weak_answer"]), checker_named(checker).score(
             row, row["strong_answer"])
         assert (row["weak_quality"], row["strong_quality"]) == expected
