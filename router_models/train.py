@@ -107,13 +107,17 @@ def fit_linear(x, y, l2: float, sample_weight: np.ndarray | None = None) -> list
     """Full-batch L-BFGS on the mean logistic loss + l2·|W|²: deterministic and fast for n ~ 10^4.
 
     `sample_weight` (one per row, rescaled to mean 1) reweights the loss, e.g. to even out group sizes.
+    The fit runs in float64: in float32 L-BFGS stops on a loss change below float32's resolution while
+    the weights are still ~1e-4 from the optimum, so equivalent problems (weights vs repeated rows) end
+    in different places. The weights are returned as float32, as heads store them.
     """
     import torch
 
+    x, y = x.to(torch.float64), y.to(torch.float64)
     weight = None if sample_weight is None else torch.tensor(sample_weight / np.mean(sample_weight),
-                                                             dtype=torch.float32)[:, None]
+                                                             dtype=torch.float64)[:, None]
 
-    linear = torch.nn.Linear(x.shape[1], y.shape[1])
+    linear = torch.nn.Linear(x.shape[1], y.shape[1], dtype=torch.float64)
     torch.nn.init.zeros_(linear.weight)
     with torch.no_grad():
         linear.bias.copy_(torch.logit(y.mean(0).clamp(1e-4, 1 - 1e-4)))
@@ -128,7 +132,7 @@ def fit_linear(x, y, l2: float, sample_weight: np.ndarray | None = None) -> list
         return loss
 
     optimizer.step(closure)
-    return [(linear.weight.detach().numpy(), linear.bias.detach().numpy())]
+    return [(linear.weight.detach().numpy().astype(np.float32), linear.bias.detach().numpy().astype(np.float32))]
 
 
 def _fit_mlp(x, y, spec: HeadSpec) -> list[tuple[np.ndarray, np.ndarray]]:
