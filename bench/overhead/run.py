@@ -9,6 +9,10 @@ other tenants of the machine drifts over all of them alike. Latency is the time 
 tree's user+system time per request: less sensitive to a shared machine than latency.
 
     .venv/bin/python -m bench.overhead.run [--concurrency 1 16 64] [--requests 400] [--rounds 4]
+
+`--baseline-code DIR` adds `turnout-baseline`: the same config served by another checkout's code (e.g.
+`git worktree add /tmp/old <commit>`), so a refactor is measured against the code before it, side by
+side in one run.
 """
 
 from __future__ import annotations
@@ -161,7 +165,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="batches per target, interleaved")
     parser.add_argument("--targets", nargs="+", default=["direct", "turnout", "litellm"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "overhead")
+    parser.add_argument("--baseline-code", type=Path, help="a checkout whose turnout runs as turnout-baseline")
     args = parser.parse_args()
+    if args.baseline_code is not None:
+        args.targets.append("turnout-baseline")
     args.out.mkdir(parents=True, exist_ok=True)
 
     servers: list[ServerProcess] = []
@@ -174,11 +181,15 @@ def main() -> None:
             if name == "direct":
                 targets[name] = (Target(name, "127.0.0.1", upstream.port), None)
                 continue
-            server = (turnout_server(HERE / "turnout.yaml", env, args.out) if name == "turnout"
-                      else litellm_server(HERE / "litellm.yaml", env, args.out)).start()
+            if name == "litellm":
+                server = litellm_server(HERE / "litellm.yaml", env, args.out)
+            else:
+                code = args.baseline_code.resolve() if name == "turnout-baseline" else ROOT
+                server = turnout_server(HERE / "turnout.yaml", env, args.out, code=code, name=name)
+            server.start()
             servers.append(server)
             targets[name] = (Target(name, "127.0.0.1", server.port), server)
-            if name == "turnout":
+            if name.startswith("turnout"):
                 check_no_encoder(server)
         rss_start = {name: server.rss_bytes() for name, (_, server) in targets.items() if server}
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()}")

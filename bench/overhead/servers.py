@@ -28,8 +28,9 @@ class ServerProcess:
     """A child process serving HTTP on 127.0.0.1:`port`; `start` returns once `ready_path` answers 200."""
 
     def __init__(self, name: str, argv: list[str], port: int, *, ready_path: str = "/health",
-                 env: dict[str, str] | None = None, log_path: Path | None = None):
+                 env: dict[str, str] | None = None, log_path: Path | None = None, cwd: Path = ROOT):
         self.name = name
+        self.cwd = cwd
         self.argv = argv
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -41,7 +42,7 @@ class ServerProcess:
     def start(self, timeout_s: float = 300.0) -> ServerProcess:
         # the child keeps its own copy of the log's descriptor
         with open(self.log_path, "ab") if self.log_path else contextlib.nullcontext(subprocess.DEVNULL) as log:
-            self.process = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -101,12 +102,13 @@ def upstream_server(log_dir: Path | None = None) -> ServerProcess:
 
 
 def turnout_server(config: Path, env: dict[str, str] | None = None, log_dir: Path | None = None,
-                   log_level: str = "warning") -> ServerProcess:
+                   log_level: str = "warning", code: Path = ROOT, name: str = "turnout") -> ServerProcess:
+    """`code`: the checkout whose gateway runs (another one's, to compare code side by side)."""
     port = free_port()
     argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port),
             "--log-level", log_level]
-    return ServerProcess("turnout", argv, port, ready_path="/ready", env=env,
-                         log_path=log_dir / "turnout.log" if log_dir else None)
+    return ServerProcess(name, argv, port, ready_path="/ready", env={**(env or {}), "PYTHONPATH": str(code)},
+                         log_path=log_dir / f"{name}.log" if log_dir else None, cwd=code)
 
 
 def litellm_server(config: Path, env: dict[str, str] | None = None, log_dir: Path | None = None) -> ServerProcess:
