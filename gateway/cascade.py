@@ -54,7 +54,7 @@ class CascadeServing:
         self._route = route
         self._request = request
         self._head_tokens = cascade.config.head_tokens if streamed else None
-        self._serving: Serving = cascade.failover.serve(route, _with_logprobs(request))
+        self._serving: Serving = cascade.failover.serve(route, with_logprobs(request))
         self._confidence: float | None = None
 
     @property
@@ -104,7 +104,7 @@ class CascadeServing:
         return held, logprobs
 
 
-def _with_logprobs(request: BackendRequest) -> BackendRequest:
+def with_logprobs(request: BackendRequest) -> BackendRequest:
     return replace(request, params={**request.params, "logprobs": True})
 
 

@@ -200,6 +200,20 @@ class CascadeConfig(_Strict):
                              "head_tokens tokens, held back until then; a non-streamed one in full")
 
 
+class ShadowConfig(_Strict):
+    """Shadow labelling: a sampled share of live requests is answered by the other tier too, in the
+    background, and a judge says which answer was better; the outcomes are the deployment's own training
+    data for `turnout router train --data` (the RouteLLM / Arch-Router lesson: fit the router to your
+    traffic). Off the client's path: its reply is sent and cached before the shadow work begins."""
+
+    fraction: float = Field(gt=0.0, le=1.0, description="share of requests answered by both tiers")
+    judge: str = Field("large", description="a tier or a configured model id that compares the two answers")
+    sink: Path = Field(description="directory of outcome files, one JSONL per tenant "
+                       "(`<tenant>.jsonl`: the shape `turnout router train --data` reads)")
+    queue: int = Field(32, ge=1, le=10_000, description="requests waiting for their shadow; more are dropped")
+    max_tokens: int = Field(512, ge=1, description="cap on each shadow answer")
+
+
 class RoutingConfig(_Strict):
     """`router`: a router_models name (default, length, random) or a path to trained weights;
     `none` sends every `auto` request to the small tier. A score >= `threshold` goes large;
@@ -218,6 +232,7 @@ class RoutingConfig(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     cascade: CascadeConfig | None = Field(None, description="let the small tier answer the requests the router "
                                           "(or routing off) sends it first, escalating doubtful answers")
+    shadow: ShadowConfig | None = None
 
     @model_validator(mode="after")
     def _one_cutoff(self) -> RoutingConfig:

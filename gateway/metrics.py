@@ -70,6 +70,8 @@ class Metrics:
         self.cascade = Counter("turnout_cascade_decisions", "Small-tier answers judged by the cascade: kept, "
                                "escalated to the large tier, or unscored (the backend sent no logprobs)",
                                ["outcome"], registry=r)
+        self.shadow = Counter("turnout_shadow_labels", "Shadow labelling (routing.shadow) by outcome: labelled, "
+                              "dropped (queue full) or failed", ["outcome"], registry=r)
         self.rate_limited = Counter("turnout_rate_limit_rejections", "Requests refused with 429, by exhausted quota",
                                     ["limit"], registry=r)
         self.auth_failures = Counter("turnout_auth_failures", "Refused API keys by reason", ["reason"], registry=r)
@@ -89,6 +91,9 @@ class Metrics:
 
     def record_cascade(self, outcome: str) -> None:
         self.cascade.labels(outcome).inc()
+
+    def record_shadow(self, outcome: str) -> None:
+        self.shadow.labels(outcome).inc()
 
     def record_backend_error(self, tier: str | None, model: str | None, status: int) -> None:
         self.backend_errors.labels(tier or NONE, model or NONE, str(status)).inc()
@@ -152,6 +157,13 @@ def record_cascade(outcome: str) -> None:
     metrics = _current.get()
     if metrics is not None:
         metrics.record_cascade(outcome)
+
+
+def record_shadow(outcome: str) -> None:
+    """A shadow label was written, dropped or failed."""
+    metrics = _current.get()
+    if metrics is not None:
+        metrics.record_shadow(outcome)
 
 
 def record_backend_error(tier: str | None, model: str | None, status: int) -> None:

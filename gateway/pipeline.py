@@ -32,6 +32,7 @@ from gateway.failover import Failover, Serving
 from gateway.handle import Handle
 from gateway.policy import Policy
 from gateway.route import EVERY_TIER, Access, Route, Served
+from gateway.shadow import Shadow
 from gateway.types import BackendRequest, StreamEvent
 
 if TYPE_CHECKING:  # the encoder module imports torch; the pipeline only holds a handle to one
@@ -100,16 +101,19 @@ class RoutedError(APIError):
 class Pipeline:
     """`cache` and `encoder` are handles: their steps are skipped while they are not configured or
     not ready yet (the router's encoder answers 503 until it is). `cascade`, when configured, serves
-    the requests the router sends small (gateway/cascade.py)."""
+    the requests the router sends small (gateway/cascade.py); `shadow`, when configured, labels a
+    sample of completed replies with the other tier's answer, in the background (gateway/shadow.py)."""
 
     def __init__(self, policy: Policy, failover: Failover, *, request_timeout_s: float,
-                 cache: Handle[ResponseCache], encoder: Handle[BatchingEncoder], cascade: Cascade | None = None):
+                 cache: Handle[ResponseCache], encoder: Handle[BatchingEncoder], cascade: Cascade | None = None,
+                 shadow: Shadow | None = None):
         self.policy = policy
         self.failover = failover
         self.request_timeout_s = request_timeout_s
         self.cache = cache
         self.encoder = encoder
         self.cascade = cascade
+        self.shadow = shadow
 
     async def handle(self, request: BackendRequest, context: RequestContext) -> Reply:
         deadline = asyncio.get_running_loop().time() + self.request_timeout_s
@@ -162,6 +166,10 @@ class Pipeline:
         if cache is not None and lookup is not None and lookup.key is not None:
             events = self._through_cache(cache, events, serving, tenant, asked, embedding, lookup.key,
                                          context.cache_mode)
+        # 9. a sampled reply, once complete, is answered by the other tier too and judged, off the
+        #    client's path (shadow labelling: the router's training data from this traffic).
+        if self.shadow is not None and self.shadow.samples(request, context.cache_mode):
+            events = self.shadow.watch(events, lambda: serving.served, tenant, request)
 
         # The first event must arrive before we answer, so a refusal becomes a status code; the
         # headers name the deployment that answered, known only then.

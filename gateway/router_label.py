@@ -20,8 +20,6 @@ import hashlib
 import json
 import sys
 from collections.abc import Sequence
-from contextlib import aclosing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +28,7 @@ from gateway.route import Route
 from gateway.types import content_text
 
 if TYPE_CHECKING:
+    from gateway.answers import Answer
     from gateway.backends.base import Backend
     from gateway.balancer import Balancer
     from gateway.failover import Failover
@@ -230,25 +229,12 @@ class OutcomeFile:
 
 def judge_target(config: TurnoutConfig, spec: str) -> Route:
     """--judge: a tier, or a configured model id (served by that model's deployments alone)."""
-    if spec in TIERS:
-        if spec not in config.tiers:
-            raise LabelError(f"--judge {spec}: no {spec} tier is configured")
-        return Route(spec, "judge", may_fall_back=False)  # type: ignore[arg-type]
-    for tier, deployment in config.deployments():
-        if deployment.model == spec:
-            return Route(tier, "judge", model=spec, may_fall_back=False)
-    models = sorted({d.model for _, d in config.deployments()})
-    raise LabelError(f"--judge {spec}: not a tier or a configured model (one of: small, large, {', '.join(models)})")
+    from gateway.answers import judge_route
 
-
-@dataclass
-class Answer:
-    """`confidence`: the answer's geometric-mean token probability, what `routing.cascade` judges by (None
-    when the backend sent no logprobs), so a labelled file also measures the cascade (bench/router)."""
-
-    text: str
-    model: str | None
-    confidence: float | None = None
+    try:
+        return judge_route(config, spec, "--judge")
+    except ValueError as exc:
+        raise LabelError(str(exc)) from None
 
 
 class Tiers:
@@ -302,23 +288,19 @@ class Tiers:
 
     async def answer(self, route: Route, messages: list[dict[str, Any]], params: dict[str, Any]) -> Answer:
         """The whole reply of `route`'s tier (or model) to `messages`; a failure or timeout stops the run."""
+        from gateway.answers import whole_answer
         from gateway.backends.base import BackendError
-        from gateway.cascade import answer_confidence, token_logprobs
         from gateway.types import BackendRequest
 
-        request = BackendRequest(kind="chat", model=route.model or route.tier, messages=messages,
-                                 params={**params, "logprobs": True})
-        serving = self.failover.serve(route, request)
+        request = BackendRequest(kind="chat", model=route.model or route.tier, messages=messages, params=dict(params))
         what = f"model {route.model}" if route.model else f"the {route.tier} tier"
         try:
-            async with asyncio.timeout(self.timeout_s), aclosing(serving.events()) as events:  # type: ignore[type-var]
-                received = [event async for event in events]
+            async with asyncio.timeout(self.timeout_s):
+                return await whole_answer(self.failover, route, request)
         except TimeoutError:
             raise LabelError(f"{what} sent no whole answer within {self.timeout_s:g}s (--timeout-s)") from None
         except BackendError as exc:
             raise LabelError(f"{what} failed: {_one_line(exc)}") from None
-        logprobs = [logprob for event in received for logprob in token_logprobs(event)]
-        return Answer("".join(event.text for event in received), serving.served.model, answer_confidence(logprobs))
 
 
 # --- labelling -------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from gateway.answers import judge_route
 from gateway.backends import Backend, build_backends, unique_backends
 from gateway.balancer import Balancer, Replica
 from gateway.cache import ResponseCache
@@ -24,6 +25,7 @@ from gateway.handle import Handle
 from gateway.health import DeploymentMetrics, HealthMonitor, Readiness
 from gateway.pipeline import Pipeline
 from gateway.policy import Policy, build_router
+from gateway.shadow import Shadow
 
 if TYPE_CHECKING:  # both import torch; loaded only when configured
     from gateway.cache.matching.judge import Judge
@@ -48,9 +50,12 @@ class Runtime:
         self.cache: Handle[ResponseCache] = Handle("response cache", configured=cache_configured)
         self.encoder: Handle[BatchingEncoder] = Handle("prompt encoder", configured=self.policy.needs_embedding or bool(
             cache_configured and cache and cache.semantic_enabled))
-        cascade = None if config.routing.cascade is None else Cascade(failover, config.routing.cascade)
+        routing = config.routing
+        cascade = None if routing.cascade is None else Cascade(failover, routing.cascade)
+        self.shadow = None if routing.shadow is None else Shadow(
+            routing.shadow, failover, judge_route(config, routing.shadow.judge, "routing.shadow.judge"))
         self.pipeline = Pipeline(self.policy, failover, request_timeout_s=config.server.request_timeout_s,
-                                 cache=self.cache, encoder=self.encoder, cascade=cascade)
+                                 cache=self.cache, encoder=self.encoder, cascade=cascade, shadow=self.shadow)
         self.health = HealthMonitor()
         self.governance = Governance(config, cache_stats=self._cache_stats)
         self.governance.metrics.registry.register(DeploymentMetrics(self.balancer.replicas))
@@ -69,6 +74,8 @@ class Runtime:
             self._starting.cancel()
             await asyncio.gather(self._starting, return_exceptions=True)
         await self.health.close()
+        if self.shadow is not None:
+            await self.shadow.close()
         await asyncio.gather(*(backend.close() for backend in self.backends), return_exceptions=True)
         encoder, cache = self.encoder.get(), self.cache.get()
         if encoder is not None:

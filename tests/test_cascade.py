@@ -41,26 +41,28 @@ class ScriptedUpstream:
         model = body["model"]
         self.bodies[model].append(body)
         logprob = TOKEN_LOGPROB.get(model) if body.get("logprobs") else None
-
-        def chunk(delta: dict, finish: str | None = None, logprobs: dict | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
-            return f"data: {json.dumps({'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n".encode()
-
-        async def stream():
-            yield chunk({"role": "assistant", "content": ""})
-            for word in ANSWER:
-                text = f"{model}:{word}" if word == ANSWER[0] else word
-                logprobs = None if logprob is None else {"content": [{"token": text, "logprob": logprob,
-                                                                      "bytes": list(text.encode()),
-                                                                      "top_logprobs": []}]}
-                yield chunk({"content": text}, logprobs=logprobs)
-            yield chunk({}, finish="stop")
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return stream_reply([f"{model}:{ANSWER[0]}", *ANSWER[1:]], logprob)
 
     def asked_logprobs(self, model: str) -> list[bool]:
         return [bool(body.get("logprobs")) for body in self.bodies[model]]
+
+
+def stream_reply(texts: list[str], logprob: float | None = None) -> StreamingResponse:
+    """An OpenAI chat stream of `texts`, each token with `logprob` when given."""
+    def chunk(delta: dict, finish: str | None = None, logprobs: dict | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+        return f"data: {json.dumps({'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n".encode()
+
+    async def stream():
+        yield chunk({"role": "assistant", "content": ""})
+        for text in texts:
+            logprobs = None if logprob is None else {"content": [{"token": text, "logprob": logprob,
+                                                                  "bytes": list(text.encode()), "top_logprobs": []}]}
+            yield chunk({"content": text}, logprobs=logprobs)
+        yield chunk({}, finish="stop")
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from conftest import TurnoutProcess, free_port
 
+from gateway.answers import Answer
 from gateway.cli import main
 from gateway.outcome_checks import HumanEvalChecker, checker_named, completion_for, normalise
 from gateway.pairwise_judge import PairwiseJudge, parse_verdict
 from gateway.route import Route
-from gateway.router_label import Answer, Labeler, LabelError, OutcomeFile
+from gateway.router_label import Labeler, LabelError, OutcomeFile
 from router_models.data import load_outcomes
 
 PROMPTS = [
