@@ -17,6 +17,7 @@ from gateway.backends import Backend, build_backends, unique_backends
 from gateway.balancer import Balancer, Replica
 from gateway.cache import ResponseCache
 from gateway.config import TurnoutConfig
+from gateway.extras import needs_engine, require_engine_extra
 from gateway.failover import Failover
 from gateway.governance import Governance
 from gateway.handle import Handle
@@ -35,9 +36,12 @@ class Runtime:
     """Owns everything with a lifetime: backends, cache connection, prompt encoder, governance."""
 
     def __init__(self, config: TurnoutConfig):
+        """Raises ValueError (MissingExtra among them) for a config that validates but cannot be served."""
         self.config = config
+        with needs_engine(f"routing.router {config.routing.router!r}"):
+            model_router, threshold = build_router(config.routing)
+        require_engine_extra(config, router_needs_embedding=bool(model_router and model_router.needs_embeddings))
         tiers = build_backends(config)
-        model_router, threshold = build_router(config.routing)
         self.backends: list[Backend] = unique_backends(tiers)
         self.balancer = Balancer(config, tiers)
         self.policy = Policy(config, tiers, model_router, threshold)
