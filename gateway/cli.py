@@ -26,7 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except ModuleNotFoundError as error:  # e.g. `turnout models pull` where only the gateway is installed
         hint = engine_hint(error, f"`turnout {args.command}`")
         if hint is None:
@@ -99,7 +100,7 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mount(module_name: str, command: str, commands: argparse._SubParsersAction) -> None:
+def _mount(module_name: str, command: str, commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:

@@ -27,7 +27,7 @@ from gateway.policy import Policy, build_router
 
 if TYPE_CHECKING:  # both import torch; loaded only when configured
     from gateway.cache.judge import Judge
-    from router_models.encoder import BatchingEncoder
+    from router_models.encoder import BatchingEncoder, Encoder
 
 log = logging.getLogger("turnout")
 
@@ -147,18 +147,19 @@ class Runtime:
     async def _start_encoder(self) -> None:
         if not self.encoder.configured:
             return
-        from router_models.encoder import BatchingEncoder, Encoder
+        from router_models.encoder import BatchingEncoder
 
         try:
-            self.encoder.set(BatchingEncoder(await asyncio.to_thread(_load_encoder, Encoder)))
+            self.encoder.set(BatchingEncoder(await asyncio.to_thread(_load_encoder)))
             log.info("prompt encoder ready")
         except Exception:
             log.exception("prompt encoder failed to load")
 
 
-def _load_encoder(encoder_class: type) -> object:
+def _load_encoder() -> Encoder:
     """Under the engine's load lock: transformers model loading is not thread-safe."""
     from engine.loader import LOAD_LOCK
+    from router_models.encoder import Encoder
 
     with LOAD_LOCK:
-        return encoder_class()
+        return Encoder()
