@@ -1,5 +1,5 @@
-# The turnout gateway. It talks to vLLM over HTTP, so the image needs no CUDA: CPU torch only
-# (torch is a package dependency for the embedded engine and the router's encoder on CPU).
+# The turnout gateway. It talks to vLLM over HTTP, so the image needs no CUDA: CPU torch only, for the
+# semantic cache's MiniLM encoder (the `engine` extra); a gateway with an exact-only cache installs `.` alone.
 #   docker build -t turnout .      docker run -p 8000:8000 -v $PWD/deploy/turnout.yaml:/etc/turnout/turnout.yaml:ro \
 #                                    turnout serve --config /etc/turnout/turnout.yaml
 FROM python:3.11-slim
@@ -13,7 +13,7 @@ COPY gateway ./gateway
 COPY engine ./engine
 COPY drafters ./drafters
 COPY router_models ./router_models
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu '.[engine]' \
     && useradd --create-home turnout
 USER turnout
 

@@ -16,6 +16,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -53,7 +54,7 @@ def new_key(name: str, *, tenant: str | None = None, tiers: list[Tier] | None = 
     return secret, key
 
 
-def describe(key: ApiKeyConfig) -> dict:
+def describe(key: ApiKeyConfig) -> dict[str, Any]:
     """A key as listings and /v1/usage show it: everything but the hash."""
     return {"id": key.id, "name": key.name, "prefix": key.prefix + "…", "tenant": tenant_of(key),
             "tiers": key.tiers, "limits": key.limits.model_dump() if key.limits else None, "admin": key.admin,

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway.config import ConfigError, TurnoutConfig, load_config, summarize
+from gateway.extras import engine_hint
 
 CONFIG_ENV = "TURNOUT_CONFIG"
 # Command groups other packages own (module → the command it adds); each exposes `register(subparsers)`.
@@ -25,7 +26,15 @@ _MOUNTED = {"engine.cli": "models/engine", "router_models.cli": "router", "gatew
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        code: int = args.func(args)
+        return code
+    except ModuleNotFoundError as error:  # e.g. `turnout models pull` where only the gateway is installed
+        hint = engine_hint(error, f"`turnout {args.command}`")
+        if hint is None:
+            raise
+        print(f"turnout: error: {hint}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +106,7 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mount(module_name: str, command: str, commands: argparse._SubParsersAction) -> None:
+def _mount(module_name: str, command: str, commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:

@@ -100,7 +100,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 def validation_error(errors: Any) -> APIError:
     """The first pydantic error as OpenAI reports it: 400 naming the parameter."""
-    first = list(errors)[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    first: dict[str, Any] = list(errors)[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
     if first.get("type") == "json_invalid":
         return APIError(400, "We could not parse the JSON body of your request. "
                              "(HINT: This likely means you aren't using your HTTP library correctly.)")

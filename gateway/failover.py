@@ -60,7 +60,7 @@ class Failover:
 
     def backoff_s(self, retry: int) -> float:
         """Before the `retry`-th retry: exponential, capped, jittered over its upper half."""
-        cap = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (retry - 1))
+        cap = min(self.retry.max_backoff_s, self.retry.backoff_s * 2.0 ** (retry - 1))
         return cap * random.uniform(0.5, 1.0)
 
 

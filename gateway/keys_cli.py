@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis as sync_redis
 from redis.asyncio import Redis
@@ -34,7 +34,7 @@ class KeysError(Exception):
     """A problem worth one line on stderr and exit status 1."""
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     common = argparse.ArgumentParser(add_help=False)
@@ -187,7 +187,7 @@ def _print_keys(args: argparse.Namespace, keys: list[ApiKeyConfig]) -> int:
     return 0
 
 
-def _limits(limits: dict | None) -> str:
+def _limits(limits: dict[str, Any] | None) -> str:
     if not limits:
         return "default"
     return ", ".join(f"{value} {name}" for name, value in limits.items() if value is not None) or "default"

@@ -27,7 +27,7 @@ from gateway.config import TIERS, RoutingConfig, RuleConfig, TurnoutConfig
 from gateway.errors import APIError, context_length_message, model_not_found
 from gateway.route import AUTO, EVERY_TIER, Access, Route, Target
 from gateway.types import BackendRequest, Tier, content_text
-from router_models.base import Router
+from router_models import Router, load_router
 from router_models.conversation import routed_turns
 
 DEFAULT_THRESHOLD = 0.5
@@ -97,7 +97,7 @@ class Policy:
         elif name in TIERS:
             if name not in self.tiers:
                 raise model_not_found(model)
-            target = Target(name, reason="forced-model")  # type: ignore[arg-type]
+            target = Target(name, reason="forced-model")
         elif name in self._tier_of_model:
             target = Target(self._tier_of_model[name], name, "forced-model")
         else:
@@ -108,7 +108,7 @@ class Policy:
                 raise APIError(400, f"x-turnout-tier must be small or large, not {tier_header!r}")
             if tier not in self.tiers:
                 raise APIError(400, f"x-turnout-tier: tier {tier} is not configured")
-            target = Target(tier, None, "forced-header")  # type: ignore[arg-type]
+            target = Target(tier, None, "forced-header")
         return target
 
     def _auto(self, request: BackendRequest, prompt_tokens: _LazyTokens, api_key: str | None,
@@ -118,8 +118,8 @@ class Policy:
             if rule.matches(text, api_key, prompt_tokens) and rule.tier in self.tiers:
                 return Route(rule.tier, f"rule:{rule.name}")
         if len(self.tiers) == 1:
-            (tier,) = self.tiers
-            return Route(tier, "single-tier")
+            (only,) = self.tiers
+            return Route(only, "single-tier")
         small, large = self.tiers["small"][0], self.tiers["large"][0]
         if small.context_length and prompt_tokens.needed("small") > small.context_length:
             if large.context_length and prompt_tokens.needed("large") > large.context_length:
@@ -165,7 +165,7 @@ class _LazyTokens:
         self.completion = int(params.get("max_completion_tokens") or params.get("max_tokens") or 0)
 
     def prompt(self, tier: Tier | None = None) -> int:
-        backend = self.tiers[tier or next(iter(self.tiers))][0]
+        backend = self.tiers[tier if tier is not None else next(iter(self.tiers))][0]
         key = id(backend)  # tiers sharing a backend share the count
         if key not in self._counts:
             counted = backend.count_prompt_tokens(self.request)
@@ -210,7 +210,7 @@ def build_router(routing: RoutingConfig) -> tuple[Router | None, float]:
     """The configured router and its large-tier threshold; (None, _) when routing is off."""
     if routing.router == "none":
         return None, DEFAULT_THRESHOLD
-    router = _load_router(routing.router)
+    router = load_router(routing.router)
     if routing.strong_fraction is not None:
         calibrate: Any = getattr(router, "threshold_for_fraction", None)
         if calibrate is None:
@@ -221,16 +221,3 @@ def build_router(routing: RoutingConfig) -> tuple[Router | None, float]:
         return router, routing.threshold
     return router, float(getattr(router, "threshold", DEFAULT_THRESHOLD))
 
-
-def _load_router(name: str) -> Router:
-    try:
-        from router_models import load_router  # type: ignore[attr-defined]
-    except ImportError:  # until the learned router lands: its reference baselines
-        from router_models.baselines import PromptLengthRouter, RandomRouter
-
-        baselines: dict[str, Any] = {"default": PromptLengthRouter, "length": PromptLengthRouter,
-                                     "random": RandomRouter}
-        if name not in baselines:
-            raise ValueError(f"routing.router: {name!r} needs router_models.load_router (not yet)") from None
-        return baselines[name]()
-    return load_router(name)

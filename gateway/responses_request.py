@@ -144,7 +144,8 @@ class ResponsesRequest(BaseModel):
             if kind not in _ITEM_TYPES:
                 raise ValueError(f"input items of type {kind!r} are not supported; send messages and function "
                                  "calls with their outputs")
-            for part in item.get("content") if isinstance(item.get("content"), list) else []:
+            content = item.get("content")
+            for part in content if isinstance(content, list) else []:
                 if isinstance(part, dict) and part.get("type") not in _TEXT_PARTS:
                     raise ValueError(f"content parts of type {part.get('type')!r} are not supported here")
         return value

@@ -19,6 +19,7 @@ from gateway.balancer import Balancer, Replica
 from gateway.cache import ResponseCache
 from gateway.cascade import Cascade
 from gateway.config import TurnoutConfig
+from gateway.extras import needs_engine, require_engine_extra
 from gateway.failover import Failover
 from gateway.governance import Governance
 from gateway.handle import Handle
@@ -29,7 +30,7 @@ from gateway.shadow import Shadow
 
 if TYPE_CHECKING:  # both import torch; loaded only when configured
     from gateway.cache.matching.judge import Judge
-    from router_models.encoder import BatchingEncoder
+    from router_models.encoder import BatchingEncoder, Encoder
 
 log = logging.getLogger("turnout")
 
@@ -38,9 +39,12 @@ class Runtime:
     """Owns everything with a lifetime: backends, cache connection, prompt encoder, governance."""
 
     def __init__(self, config: TurnoutConfig):
+        """Raises ValueError (MissingExtra among them) for a config that validates but cannot be served."""
         self.config = config
+        with needs_engine(f"routing.router {config.routing.router!r}"):
+            model_router, threshold = build_router(config.routing)
+        require_engine_extra(config, router_needs_embedding=bool(model_router and model_router.needs_embeddings))
         tiers = build_backends(config)
-        model_router, threshold = build_router(config.routing)
         self.backends: list[Backend] = unique_backends(tiers)
         self.balancer = Balancer(config, tiers)
         self.policy = Policy(config, tiers, model_router, threshold)
@@ -152,18 +156,19 @@ class Runtime:
     async def _start_encoder(self) -> None:
         if not self.encoder.configured:
             return
-        from router_models.encoder import BatchingEncoder, Encoder
+        from router_models.encoder import BatchingEncoder
 
         try:
-            self.encoder.set(BatchingEncoder(await asyncio.to_thread(_load_encoder, Encoder)))
+            self.encoder.set(BatchingEncoder(await asyncio.to_thread(_load_encoder)))
             log.info("prompt encoder ready")
         except Exception:
             log.exception("prompt encoder failed to load")
 
 
-def _load_encoder(encoder_class: type) -> object:
+def _load_encoder() -> Encoder:
     """Under the engine's load lock: transformers model loading is not thread-safe."""
     from engine.loader import LOAD_LOCK
+    from router_models.encoder import Encoder
 
     with LOAD_LOCK:
-        return encoder_class()
+        return Encoder()

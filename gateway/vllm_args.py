@@ -39,11 +39,11 @@ def tier_serve_args(config: TurnoutConfig, tier: str) -> dict[str, list[str]]:
     if tier not in config.tiers:
         raise ValueError(f"tier {tier} is not configured (configured: {', '.join(config.tiers)})")
     return {deployment.name or f"{tier}-{index}": deployment_serve_args(deployment)
-            for index, deployment in enumerate(config.tiers[tier].deployments)  # type: ignore[index]
+            for index, deployment in enumerate(config.tiers[tier].deployments)
             if deployment.kind != "litellm"}
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("vllm-args", help="print the `vllm serve` command for a tier's deployments")
     parser.add_argument("tier", choices=["small", "large"])
     parser.add_argument("--config", metavar="FILE", help="turnout.yaml (default: $TURNOUT_CONFIG, else built-in)")

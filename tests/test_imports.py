@@ -1,5 +1,7 @@
 """A gateway in front of remote servers never loads torch or transformers (~300 MB of RSS and seconds of
-start-up): they are imported only where an embedded model, the MiniLM encoder or a judge needs them."""
+start-up): they are imported only where an embedded model, the MiniLM encoder or a judge needs them. The
+default router (static word-piece vectors) and an exact-only cache are part of such a gateway.
+tests/test_remote_only_install.py checks the same in a venv where torch is not even installed."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ config = parse_config('''
 tiers:
   small: {deployments: [{kind: openai, model: m, url: "http://127.0.0.1:9/v1"}]}
   large: {deployments: [{kind: openai, model: m, url: "http://127.0.0.1:9/v1"}]}
-routing: {router: length}
+routing: {router: default}
+cache: {semantic_enabled: false}
 ''')
 with TestClient(create_app(config)) as client:
     assert client.get("/health").status_code == 200

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
@@ -10,6 +10,9 @@ from gateway.auth import Caller, describe
 from gateway.errors import APIError
 from gateway.governance import Governance
 from gateway.state_store import StateUnavailable
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 router = APIRouter()
 
@@ -40,5 +43,11 @@ async def usage(caller: Authenticated, request: Request) -> dict[str, Any]:
                        code="usage_unavailable") from None
 
 
+def runtime(request: Request) -> Runtime:
+    """The app's composition root (api/app.py puts it on the app state, which starlette types as Any)."""
+    root: Runtime = request.app.state.runtime
+    return root
+
+
 def governance(request: Request) -> Governance:
-    return request.app.state.runtime.governance
+    return runtime(request).governance

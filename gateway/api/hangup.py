@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -28,9 +29,9 @@ class HangUp:
         self.request = request
         self.grace_s = grace_s
         self.happened = False
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._listener: asyncio.Task | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     def __enter__(self) -> HangUp:
         self._task = asyncio.current_task()

@@ -40,7 +40,8 @@ class _Output:
         self.usage = event.usage or self.usage
         if event.text:
             yield from self._open_message()
-            self.message["content"][0]["text"] += event.text  # type: ignore[index]
+            assert self.message is not None  # _open_message opened it
+            self.message["content"][0]["text"] += event.text
             yield "response.output_text.delta", {**self._where(self.message), "delta": event.text, "logprobs": []}
         for call in (event.extra or {}).get("tool_calls") or []:
             yield from self._add_call(call)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -17,7 +18,7 @@ from gateway.pipeline import Pipeline, RequestContext
 from gateway.responses_request import ResponsesRequest
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
 
-from .access import Authenticated, governance
+from .access import Authenticated, governance, runtime
 from .hangup import HangUp, HangUpStreamingResponse
 from .render import Renderer, render_json
 from .render_responses import ResponsesRenderer
@@ -51,19 +52,19 @@ async def stored_response(response_id: str, _: Authenticated) -> Response:
 
 
 @router.get("/v1/models")
-async def list_models(request: Request, _: Authenticated) -> dict:
+async def list_models(request: Request, _: Authenticated) -> dict[str, Any]:
     return {"object": "list", "data": [_model_card(model) for model in _pipeline(request).policy.model_ids()]}
 
 
 @router.get("/v1/models/{model:path}")
-async def retrieve_model(model: str, request: Request, _: Authenticated) -> dict:
+async def retrieve_model(model: str, request: Request, _: Authenticated) -> dict[str, Any]:
     if model not in _pipeline(request).policy.model_ids():
         raise model_not_found(model)
     return _model_card(model)
 
 
 @router.get("/health")
-async def health() -> dict:
+async def health() -> dict[str, str]:
     """Alive: the process answers. Says nothing about models or dependencies (see /ready)."""
     return {"status": "ok"}
 
@@ -106,8 +107,8 @@ async def _generate(body: GenerationRequest | ResponsesRequest, request: Request
 
 
 def _pipeline(request: Request) -> Pipeline:
-    return request.app.state.runtime.pipeline
+    return runtime(request).pipeline
 
 
-def _model_card(model: str) -> dict:
+def _model_card(model: str) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": _STARTED, "owned_by": "turnout"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
 from itertools import zip_longest
@@ -131,7 +131,7 @@ class EmbeddedBackend:
         reference = engine.encode_prompt(request.reference) if request.reference and request.speculative else None
         n = self._choices(request.params)
 
-        def choice(index: int) -> AsyncIterator[Delta]:  # choice i samples with seed + i: n different answers
+        def choice(index: int) -> AsyncGenerator[Delta, None]:  # choice i samples with seed + i: n different answers
             seed = None if params.seed is None else params.seed + index
             return _as_generator(engine.generate(prompt_ids, replace(params, seed=seed),
                                                  speculative=request.speculative, reference_ids=reference,
@@ -279,7 +279,8 @@ def _code_for(exc: InvalidRequest) -> str | None:
     return "context_length_exceeded" if "context" in str(exc).lower() else None
 
 
-async def _choices_as_they_come(choices: list[AsyncIterator[Delta]]) -> AsyncIterator[tuple[int, Delta]]:
+async def _choices_as_they_come(choices: list[AsyncGenerator[Delta, None]]
+                                ) -> AsyncGenerator[tuple[int, Delta], None]:
     """(choice index, delta) from several answers to one prompt, as each arrives. Usage comes once, on
     the last answer's last delta, for all of them together: the prompt counted once (its cached part
     as the least any answer reused), completion tokens and speculation counters summed. Closing this
@@ -335,7 +336,7 @@ def _spec_of(answers: list[Delta]) -> SpecStats | None:
                      accepted_per_position=per_position)
 
 
-async def _as_generator(iterator: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+async def _as_generator(iterator: AsyncIterator[Delta]) -> AsyncGenerator[Delta, None]:
     """Closing this closes the engine's iterator too, which frees the engine slot."""
     try:
         async for item in iterator:

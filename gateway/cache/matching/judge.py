@@ -113,7 +113,8 @@ class EngineJudge:
 
     def _encode(self, messages: list[dict[str, str]], *, generation_prompt: bool = True) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=False)
+        return ids
 
     def _first_tokens(self, *words: str) -> list[int]:
         return sorted({self.tokenizer.encode(word, add_special_tokens=False)[0] for word in words})
