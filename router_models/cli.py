@@ -17,8 +17,10 @@ from typing import Any, get_args
 
 import numpy as np
 
+from engine.messages import user_turns
+
 from . import ROUTER_NAMES, load_router
-from .conversation import TurnsMode, score_conversations, user_turns
+from .conversation import TurnsMode, score_conversations
 from .encoder import DEFAULT_CACHE_DIR
 
 
