@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from drafters.base import Draft, DraftContext
 from drafters.costs import draft_step_cost
 from drafters.quantize import CALIBRATION_TEXT, quantize_draft
 from drafters.vocab import frequent_tokens, restrict_head
+from engine.drafting import Draft, DraftContext
 from engine.kv import cache_argument, cache_from_layers, cache_layers, crop_cache
 from engine.loader import LoadedModel
 from engine.prefix_cache import NO_MATCH, PrefixCache
