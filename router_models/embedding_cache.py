@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .encoder import cache_root
+from .derived import cache_root
 
 
 class Embeds(Protocol):

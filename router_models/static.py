@@ -24,7 +24,6 @@ long context drowning the end in one average (bench/router/RESULTS.md, section 4
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,8 @@ from typing import Literal
 
 import numpy as np
 
-from .encoder import EMBEDDING_DIM, bundled_model_dir, cache_root
+from .derived import cache_root, weights_digest
+from .encoder import EMBEDDING_DIM, bundled_model_dir
 
 Table = Literal["input", "distilled", "input-sif", "distilled-sif"]
 TABLES: tuple[Table, ...] = ("input", "distilled", "input-sif", "distilled-sif")
@@ -124,7 +124,7 @@ def load_table(table: Table, model_dir: Path, cache_dir: Path) -> np.ndarray:
         from safetensors.numpy import load_file
 
         return load_file(str(model_dir / "model.safetensors"))["embeddings.word_embeddings.weight"]
-    path = cache_dir / "static" / f"minilm-distilled-{_weights_digest(model_dir)}.npy"
+    path = cache_dir / "static" / f"minilm-distilled-{weights_digest(model_dir)}.npy"
     if not path.exists():
         vectors = distill_table(model_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,12 +147,3 @@ def distill_table(model_dir: Path, batch: int = 512) -> np.ndarray:
     for start in range(0, size, batch):
         out[start : start + batch] = encoder.embed_ids([[cls, i, sep] for i in range(start, min(start + batch, size))])
     return out
-
-
-def _weights_digest(model_dir: Path) -> str:
-    weights = model_dir / "model.safetensors"
-    digest = hashlib.sha1()
-    with weights.open("rb") as f:
-        digest.update(f.read(1 << 20))
-    digest.update(str(weights.stat().st_size).encode())
-    return digest.hexdigest()[:12]

@@ -11,8 +11,9 @@ import pytest
 
 from router_models import encoder as encoder_module
 from router_models import static as static_module
+from router_models.derived import cache_root
 from router_models.embedding_cache import cached_embed
-from router_models.encoder import EMBEDDING_DIM, Encoder, bundled_model_dir, cache_root
+from router_models.encoder import EMBEDDING_DIM, Encoder, bundled_model_dir
 from router_models.static import StaticEncoder
 
 

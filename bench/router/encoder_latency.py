@@ -29,7 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from router_models import load_router  # noqa: E402
-from router_models.encoder import BatchingEncoder, Encoder, bundled_model_dir, cache_root  # noqa: E402
+from router_models.derived import cache_root  # noqa: E402
+from router_models.encoder import BatchingEncoder, Encoder, bundled_model_dir  # noqa: E402
 
 CHAT_PROMPTS = [
     "How do I reverse a list in Python?",
