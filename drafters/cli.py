@@ -29,9 +29,9 @@ def eval_command(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from drafters.config import SpeculativeConfig
     from drafters.evaluate import evaluate
     from engine.loader import load_model
+    from engine.speculative import SpeculativeConfig
     from engine.store import resolve
 
     method = args.method or ("draft_model" if args.draft else "ngram")

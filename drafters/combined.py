@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drafters.base import EMPTY, Draft, DraftContext, Drafter
+from engine.drafting import EMPTY, Draft, DraftContext, Drafter
 
 
 @dataclass

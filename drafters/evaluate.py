@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from drafters.adaptive import expected_tokens
-from drafters.config import SpeculativeConfig
+from drafters.build import build_drafter
 from drafters.costs import step_time
+from engine.adaptive import expected_tokens
 from engine.engine import Engine
 from engine.loader import LoadedModel
+from engine.speculative import SpeculativeConfig
 from engine.types import SamplingParams, SpecStats
 
 
@@ -55,7 +56,7 @@ def predicted_speedup(alpha: float, k: int, draft_cost: float, verify_cost: floa
 def evaluate(target: LoadedModel, config: SpeculativeConfig, prompts: list[str], *,
              max_tokens: int = 64, ks: range = range(1, 17)) -> DrafterReport:
     fixed = SpeculativeConfig(**{**config.__dict__, "max_speculative_tokens": config.num_speculative_tokens})
-    engine = Engine(target, max_batch_size=1, speculative=fixed, progress=False)
+    engine = Engine(target, max_batch_size=1, speculative=fixed, drafters=build_drafter, progress=False)
     total, generated = SpecStats(), 0
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from drafters.base import Draft, DraftContext
 from drafters.costs import draft_step_cost
 from drafters.quantize import CALIBRATION_TEXT, quantize_draft
 from drafters.vocab import frequent_tokens, restrict_head
+from engine.drafting import Draft, DraftContext
 from engine.kv import cache_argument, cache_from_layers, cache_layers, crop_cache
 from engine.loader import LoadedModel
-from engine.prefix_cache import NO_MATCH, PrefixCache
+from engine.prefix_cache import NO_MATCH, PrefixCache, common_prefix
 from engine.sampling import make_generator, probabilities
 from engine.store import turnout_home
 
@@ -77,7 +77,7 @@ class ModelDrafter:
                                                   consumed=ids[: prefix.tokens])
             if not greedy:
                 state.generator = make_generator(seq.params.seed)
-        keep = min(_common_prefix(state.consumed, ids), len(ids) - 1)
+        keep = min(common_prefix(state.consumed, ids), len(ids) - 1)
         crop_cache(state.cache, keep)
         logits = self._forward(ids[keep:], state.cache)
         tokens: list[int] = []
@@ -112,12 +112,3 @@ class ModelDrafter:
 
 def _slug(model_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-._" else "_" for c in model_id)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-

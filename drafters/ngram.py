@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from drafters.base import EMPTY, Draft, DraftContext
+from engine.drafting import EMPTY, Draft, DraftContext
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from drafters.config import SpeculativeConfig
+from engine.speculative import SpeculativeConfig
 
 
 def hub_id(name: str) -> str:

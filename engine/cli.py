@@ -1,4 +1,6 @@
-"""`turnout models ...` and `turnout engine ...` subcommands; gateway/cli.py mounts them via `register`.
+"""`turnout models ...` subcommands; gateway/cli.py mounts them via `register`.
+
+`turnout engine serve` runs the gateway's app, so it lives with the gateway (gateway/engine_server.py).
 
 Every handler returns the process exit code; store errors become one line on stderr and exit 1.
 """
@@ -14,7 +16,6 @@ from rich.filesize import decimal
 from rich.table import Table
 
 from engine import store
-from engine.types import DEFAULT_PREFIX_CACHE_MB
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -63,15 +64,8 @@ def remove_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_engine(args: argparse.Namespace) -> int:
-    """Run one model behind the standalone OpenAI-compatible engine server (written in gateway/)."""
-    from gateway.engine_server import serve
-
-    return serve(args) or 0
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `models` and `engine` command groups to the top-level `turnout` parser."""
+    """Add the `models` command group to the top-level `turnout` parser."""
     models = subparsers.add_parser("models", help="pull and list local models")
     models_commands = models.add_subparsers(dest="models_command", required=True)
 
@@ -88,18 +82,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rm = models_commands.add_parser("rm", help=remove_model.__doc__)
     rm.add_argument("name", metavar="NAME")
     rm.set_defaults(func=remove_model)
-
-    # --- `turnout engine serve`: the parser lives here, the server itself in gateway/engine_server.py ---
-    engine = subparsers.add_parser("engine", help="run the embedded inference engine on its own")
-    engine_commands = engine.add_subparsers(dest="engine_command", required=True)
-    serve = engine_commands.add_parser("serve", help=serve_engine.__doc__)
-    serve.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", metavar="NAME",
-                       help="built-in name, model dir, .gguf file or HF repo id")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8001)
-    serve.add_argument("--max-batch-size", type=int, default=8)
-    serve.add_argument("--prefix-cache-mb", type=float, default=DEFAULT_PREFIX_CACHE_MB,
-                       help="memory for reusable prompt KV, per tenant / cache_salt (0: off)")
-    serve.add_argument("--threads", type=int, default=None,
-                       help="torch threads per step (default: all cores this process may use)")
-    serve.set_defaults(func=serve_engine)

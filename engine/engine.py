@@ -1,6 +1,8 @@
 """Engine facade: one loaded model, a continuous-batching scheduler thread, an async streaming API.
 
 The engine knows nothing of HTTP: the gateway's embedded backend and benchmarks call `generate`.
+Nor does it know any drafter: whoever builds an engine that speculates hands it a `DrafterFactory`
+(engine/drafting.py; drafters.build.build_drafter), so the arrows go from drafters/ to engine/ only.
 """
 
 from __future__ import annotations
@@ -9,34 +11,41 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from drafters.config import SpeculativeConfig, build_drafter
 from engine.detok import IncrementalDetokenizer, StopStringFilter
+from engine.drafting import DrafterFactory
 from engine.loader import DEFAULT_MAX_CONTEXT, LOAD_LOCK, LoadedModel, load_model
 from engine.prefix_cache import PrefixCache
 from engine.runner import ModelRunner
 from engine.sampling import make_generator
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence
+from engine.speculative import SpeculativeConfig
 from engine.types import DEFAULT_PREFIX_CACHE_MB, Delta, EngineError, InvalidRequest, SamplingParams
 
 
 class Engine:
     def __init__(self, loaded: LoadedModel, *, max_batch_size: int = 8, max_waiting: int = 64,
-                 threads: int | None = None, speculative: SpeculativeConfig | None = None, progress: bool = True,
+                 threads: int | None = None, speculative: SpeculativeConfig | None = None,
+                 drafters: DrafterFactory | None = None, progress: bool = True,
                  prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB):
         """`prefix_cache_mb`: memory for reusable prompt KV (engine/prefix_cache.py), as much again for the
         draft model's; 0 turns prefix caching off. `threads`: torch threads per step; None shares the cores
-        among the process's engines with work (engine/cpu_share.py)."""
+        among the process's engines with work (engine/cpu_share.py). `drafters` builds the drafter that
+        `speculative` asks for (a method other than none needs it); `progress` shows a draft model's pull."""
         self.loaded = loaded
         self.speculative = speculative or SpeculativeConfig()
+        if self.speculative.enabled and drafters is None:
+            raise ValueError(f"speculative method {self.speculative.method!r} needs a drafter factory "
+                             "(drafters.build.build_drafter)")
+        drafter = drafters(self.speculative, loaded, progress=progress,
+                           prefix_cache_mb=prefix_cache_mb) if drafters is not None else None
         self.model_id = loaded.model_id
         self.context_length = loaded.context_length
         self.tokenizer = loaded.tokenizer
         self.prefix_cache = PrefixCache.of_megabytes(prefix_cache_mb)
         self.scheduler = Scheduler(
             ModelRunner(loaded), max_batch_size=max_batch_size, max_waiting=max_waiting,
-            threads=threads,
-            drafter=build_drafter(self.speculative, loaded, progress=progress, prefix_cache_mb=prefix_cache_mb),
+            threads=threads, drafter=drafter,
             max_speculative_batch=self.speculative.max_batch, prefix_cache=self.prefix_cache,
         )
 

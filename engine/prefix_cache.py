@@ -14,6 +14,7 @@ requests computed, so time to first token cannot tell one tenant what another as
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +71,7 @@ class PrefixCache:
         query = np.asarray(ids)
         best, best_key = 0, None
         for key, entry in self._entries.items():
-            if entry.scope == scope and (common := _common_prefix(entry.ids, query)) > best:
+            if entry.scope == scope and (common := common_prefix(entry.ids, query)) > best:
                 best, best_key = common, key
         best = min(best, len(ids) - 1)
         if best_key is None or best < self.min_tokens:
@@ -90,7 +91,7 @@ class PrefixCache:
         for key, stored in list(self._entries.items()):
             if stored.scope != scope:
                 continue
-            common = _common_prefix(stored.ids, entry.ids)
+            common = common_prefix(stored.ids, entry.ids)
             if common == len(entry.ids):
                 self._entries.move_to_end(key)
                 return
@@ -111,7 +112,10 @@ def _first(tensor: torch.Tensor, tokens: int) -> torch.Tensor:
     return tensor[:, :, :tokens].clone() if tensor.shape[2] > tokens else tensor
 
 
-def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+def common_prefix(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> int:
+    """How many leading tokens `a` and `b` share; also how a draft model finds where its own KV stops
+    matching the sequence (drafters/model.py). One vectorised comparison, not a Python loop per token."""
+    a, b = np.asarray(a), np.asarray(b)
     n = min(len(a), len(b))
     differ = np.flatnonzero(a[:n] != b[:n])
     return int(differ[0]) if differ.size else n

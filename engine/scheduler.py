@@ -13,15 +13,15 @@ from collections import deque
 
 import torch
 
-from drafters.base import EMPTY, Draft, Drafter
-from drafters.verify import verify
 from engine.cpu_share import CPU_SHARE, CpuShare
+from engine.drafting import EMPTY, Draft, Drafter
 from engine.kv import BatchKV, cache_layers
 from engine.prefix_cache import NO_MATCH, PrefixCache
 from engine.runner import ModelRunner
 from engine.sampling import sample, token_logprobs
 from engine.sequence import Sequence
 from engine.types import EngineOverloaded
+from engine.verify import verify
 
 log = logging.getLogger(__name__)
 

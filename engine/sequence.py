@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from drafters.adaptive import AdaptiveK
+from engine.adaptive import AdaptiveK
 from engine.detok import IncrementalDetokenizer, StopStringFilter
 from engine.types import Delta, FinishReason, SamplingParams, SpecStats, TokenLogprob, Usage
 

@@ -1,25 +1,26 @@
-"""`turnout` command line: serve the gateway, check a config, and mount the engine's and the
-router's command groups (`models`, `engine`, `router`).
+"""`turnout` command line: serve the gateway, check a config, and mount the command groups other
+modules own (`models`, `engine`, `router`, `drafters`, `vllm-args`, `keys`).
 
-Every handler returns the process exit code. This is the one place that reads TURNOUT_CONFIG.
+Every handler returns the process exit code. Mounted modules never import this one: what they share
+with `turnout serve` (running the app, reading TURNOUT_CONFIG) is in gateway/serve.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from gateway.config import ConfigError, TurnoutConfig, load_config, summarize
+from gateway.config import ConfigError, load_config, summarize
 from gateway.extras import engine_hint
+from gateway.serve import CONFIG_ENV, load_configured, run_server
 
-CONFIG_ENV = "TURNOUT_CONFIG"
-# Command groups other packages own (module → the command it adds); each exposes `register(subparsers)`.
+# Command groups other modules own (module → the command it adds); each exposes `register(subparsers)`.
 # gateway.router_label adds `router label` to the group router_models.cli makes, so it comes after it.
-_MOUNTED = {"engine.cli": "models/engine", "router_models.cli": "router", "gateway.router_label": "router label",
+_MOUNTED = {"engine.cli": "models", "gateway.engine_server": "engine", "router_models.cli": "router",
+            "gateway.router_label": "router label",
             "drafters.cli": "drafters", "gateway.vllm_args": "vllm-args", "gateway.keys_cli": "keys"}
 
 
@@ -63,36 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
 def serve_gateway(args: argparse.Namespace) -> int:
     """Load the config (file, $TURNOUT_CONFIG, or built-in), then run uvicorn until interrupted."""
     try:
-        config = config_from(args.config)
+        config = load_configured(args.config)
     except ConfigError as error:
         print(f"turnout: {error}", file=sys.stderr)
         return 1
     server = config.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port))
                                               if v is not None})
     return run_server(config.model_copy(update={"server": server}), log_level=args.log_level)
-
-
-def config_from(path: str | None) -> TurnoutConfig:
-    """The config a command runs on: `path`, else $TURNOUT_CONFIG, else the built-in one."""
-    return load_config(path or os.environ.get(CONFIG_ENV) or None, os.environ)
-
-
-def run_server(config: TurnoutConfig, *, log_level: str = "info") -> int:
-    """Shared by `turnout serve` and `turnout engine serve`: one app, one way to run it."""
-    import uvicorn
-
-    from gateway.api import create_app
-
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        app = create_app(config)
-    except ValueError as error:
-        print(f"turnout: error: {error}", file=sys.stderr)
-        return 1
-    logging.getLogger("turnout").info("config:\n%s", summarize(config))
-    uvicorn.run(app, host=config.server.host, port=config.server.port, log_level=log_level,
-                timeout_graceful_shutdown=5)
-    return 0
 
 
 def check_config(args: argparse.Namespace) -> int:

@@ -12,18 +12,16 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from engine.speculative import SpeculativeConfig
 from engine.types import DEFAULT_PREFIX_CACHE_MB
 from gateway.cache.config import CacheConfig
 from gateway.types import Tier
 from router_models.conversation import TurnsMode
-
-if TYPE_CHECKING:
-    from drafters.config import SpeculativeConfig as EngineSpeculativeConfig
 
 TIERS: tuple[Tier, ...] = ("small", "large")
 
@@ -41,39 +39,6 @@ class _Strict(BaseModel):
     """Unknown keys are errors: a typo in a config must not be silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-class SpeculativeConfig(_Strict):
-    """The YAML face of drafters.config.SpeculativeConfig (which the embedded engine takes); for
-    remote deployments it documents how the server itself was started (vLLM's speculative-config)."""
-
-    method: Literal["none", "ngram", "draft_model", "ngram+draft_model", "eagle3"] = "none"
-    draft_model: str | None = None
-    num_speculative_tokens: int = Field(4, ge=1, le=16)
-    draft_vocab: int = Field(32768, ge=0)  # embedded draft model: most frequent tokens only; 0 = all
-    ngram_max: int = Field(4, ge=1)  # lookups: longest suffix matched (vLLM's prompt_lookup_max)
-    ngram_min: int = Field(1, ge=1)  # shortest (prompt_lookup_min)
-
-    @model_validator(mode="after")
-    def _draft_model_named(self) -> SpeculativeConfig:
-        if ("draft_model" in self.method or self.method == "eagle3") and not self.draft_model:
-            raise ValueError(f"method {self.method} needs draft_model")
-        if self.ngram_min > self.ngram_max:
-            raise ValueError(f"ngram_min ({self.ngram_min}) must not exceed ngram_max ({self.ngram_max})")
-        return self
-
-    @property
-    def enabled(self) -> bool:
-        return self.method != "none"
-
-    def engine_config(self) -> EngineSpeculativeConfig:
-        """The engine's own config object (which `drafters.vllm` also reads); imports torch."""
-        from drafters.config import SpeculativeConfig as EngineSpeculativeConfig
-
-        return EngineSpeculativeConfig(method=self.method, draft_model=self.draft_model,
-                                       num_speculative_tokens=self.num_speculative_tokens,
-                                       draft_vocab=self.draft_vocab, ngram_max=self.ngram_max,
-                                       ngram_min=self.ngram_min)
 
 
 class HealthCheckConfig(_Strict):
@@ -116,7 +81,10 @@ class DeploymentConfig(_Strict):
     cache_salt: bool = Field(False, description="openai kind: send each request's tenant as vLLM's cache_salt "
                              "(vLLM >= 0.9, or turnout's engine server), so the server's prefix cache is not "
                              "shared across tenants")
-    speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
+    speculative: SpeculativeConfig = Field(
+        default_factory=SpeculativeConfig, description="the engine's own config (engine/speculative.py), validated "
+        "as it is; for remote deployments it documents how the server itself was started (vLLM's "
+        "speculative-config, `turnout vllm-args`)")
     name: str | None = Field(None, description="id in x-turnout-deployment and /ready; default <tier>-<n>")
     health: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
@@ -452,7 +420,7 @@ def format_validation_errors(exc: ValidationError) -> list[str]:
         for part in error["loc"]:
             path = f"{path}[{part}]" if isinstance(part, int) else _join(path, str(part))
         message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
+        if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # models; dataclasses (speculative)
             message = "unknown key"
         lines.append(f"{path or '<root>'}: {message}")
     return lines

@@ -78,12 +78,12 @@ def _router_actions(commands: Commands) -> Commands:
 
 
 def label_command(args: argparse.Namespace) -> int:
-    from gateway.cli import config_from
+    from gateway.serve import load_configured
 
     try:
         if args.concurrency < 1:
             raise LabelError("--concurrency must be at least 1")
-        config = config_from(args.config)
+        config = load_configured(args.config)
         rows = read_rows(args.prompts)
         checker = _checker(args.checker, rows, args.prompts)
         out = OutcomeFile(Path(args.out))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from router_models.conversation import content_text, user_turns
+from engine.messages import content_text, user_turns
 
 __all__ = ["BackendRequest", "RequestKind", "StreamEvent", "Tier", "content_text"]
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from urllib.parse import urlsplit
 
-from gateway.config import ConfigError, DeploymentConfig, TurnoutConfig, load_config
+from drafters.vllm import vllm_serve_args
+from gateway.config import ConfigError, DeploymentConfig, TurnoutConfig
+from gateway.serve import load_configured
 
 DEFAULT_PORT = 8000
 SERVE_PREFIX = ("vllm", "serve")
@@ -26,11 +27,9 @@ def deployment_serve_args(deployment: DeploymentConfig) -> list[str]:
     """`vllm serve` argv for one deployment: HF repo for a built-in model name, the configured model
     id as the served name, the URL's port, `--max-model-len` from `context_length`, the speculative
     config as vLLM JSON, then the deployment's `extra_args` (parallelism, memory, …)."""
-    from drafters.vllm import vllm_serve_args  # imports torch (drafters.config): only for this command
-
     port = (urlsplit(deployment.url).port if deployment.url else None) or DEFAULT_PORT
     extra = [f"--max-model-len={deployment.context_length}"] if deployment.context_length else []
-    return vllm_serve_args(deployment.model, deployment.speculative.engine_config(), port=port,
+    return vllm_serve_args(deployment.model, deployment.speculative, port=port,
                            served_name=deployment.model, extra=extra + deployment.extra_args)
 
 
@@ -53,10 +52,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def print_serve_args(args: argparse.Namespace) -> int:
-    from gateway.cli import CONFIG_ENV
-
     try:
-        config = load_config(args.config or os.environ.get(CONFIG_ENV) or None, os.environ)
+        config = load_configured(args.config)
         commands = tier_serve_args(config, args.tier)
     except (ConfigError, ValueError) as error:
         print(f"turnout: {error}", file=sys.stderr)

@@ -17,9 +17,10 @@ from typing import Any, get_args
 
 import numpy as np
 
+from engine.messages import user_turns
+
 from . import ROUTER_NAMES, load_router
-from .conversation import TurnsMode, score_conversations, user_turns
-from .encoder import DEFAULT_CACHE_DIR
+from .conversation import TurnsMode, score_conversations
 
 
 class InputError(ValueError):
@@ -86,8 +87,9 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="outcome CSV/JSONL, or a folder of them (RouteLLM MMLU layout)")
     parser.add_argument("--weak-column", help="column with the small model's quality (auto-detected)")
     parser.add_argument("--strong-column", help="column with the large model's quality (auto-detected)")
-    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), metavar="DIR",
-                        help="where prompt embeddings are cached between runs (default: %(default)s)")
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="where prompt embeddings are cached between runs (default: $TURNOUT_HOME, else "
+                             "~/.cache/turnout)")
 
 
 # --- handlers ------------------------------------------------------------------------------------
@@ -250,11 +252,11 @@ def _load_data(args: argparse.Namespace):
     return load_outcomes(args.data, weak_column=args.weak_column, strong_column=args.strong_column)
 
 
-def _embeddings(prompts: Sequence[str], cache_dir: str, encoder: str | None = None) -> np.ndarray:
+def _embeddings(prompts: Sequence[str], cache_dir: str | None, encoder: str | None = None) -> np.ndarray:
     from .embedding_cache import cached_embed
     from .encoders import SHARED_ENCODER_NAME, encoder_named
 
-    return cached_embed(encoder_named(encoder or SHARED_ENCODER_NAME), prompts, Path(cache_dir), show_progress=True)
+    return cached_embed(encoder_named(encoder or SHARED_ENCODER_NAME), prompts, cache_dir, show_progress=True)
 
 
 def _print_metrics(rows: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ score|calibrate` use these functions, so a threshold calibrated on logged chats 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -18,20 +18,6 @@ from .base import Router
 
 TurnsMode = Literal["conversation", "last"]
 ROUTED_TURNS = 8  # user turns a conversation's score looks at: the first (it usually sets the task) and the last 7
-
-
-def content_text(content: Any) -> str:
-    """Plain text of an OpenAI message content (a string or a list of typed parts)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-
-
-def user_turns(messages: Sequence[dict[str, Any]]) -> list[str]:
-    """The text of every user message, in order."""
-    return [content_text(m.get("content")) for m in messages if m.get("role") == "user"]
 
 
 def routed_turns(turns: Sequence[str], mode: TurnsMode = "conversation") -> list[str]:

@@ -2,7 +2,7 @@
 
 Embedding 14k MMLU prompts takes minutes on 2 cores; cross-validating many heads must not redo it.
 Entries are keyed by the SHA-1 of the prompt text and stored per encoder name, as plain arrays in
-an .npz (no pickle), in `<cache_dir>/embeddings/` (~/.cache/turnout by default).
+an .npz (no pickle), in `<cache_dir>/embeddings/` ($TURNOUT_HOME by default, like the models).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .encoder import DEFAULT_CACHE_DIR
+from .derived import cache_root
 
 
 class Embeds(Protocol):
@@ -30,10 +30,10 @@ def prompt_key(text: str) -> bytes:
     return hashlib.sha1(text.encode("utf-8")).digest()
 
 
-def cached_embed(encoder: Embeds, prompts: Sequence[str], cache_dir: Path = DEFAULT_CACHE_DIR,
+def cached_embed(encoder: Embeds, prompts: Sequence[str], cache_dir: str | Path | None = None,
                  show_progress: bool = False) -> np.ndarray:
     """Embeddings of `prompts`, computing (and storing) only those not cached yet."""
-    file = Path(cache_dir) / "embeddings" / f"{encoder.name}.npz"
+    file = cache_root(cache_dir) / "embeddings" / f"{encoder.name}.npz"
     known: dict[bytes, np.ndarray] = {}
     if file.exists():
         with np.load(file, allow_pickle=False) as stored:

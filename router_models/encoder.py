@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
+from .derived import cache_root
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
@@ -30,7 +32,6 @@ log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 384
 DEFAULT_MAX_SEQ_LENGTH = 256
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "turnout"
 CHARS_PER_TOKEN = 4  # rough English average; only used to group texts of similar length
 Backend = Literal["auto", "onnx", "torch"]
 
@@ -70,10 +71,10 @@ class Encoder:
         num_threads: int | None = None,
         batch_size: int = 64,
         max_batch_tokens: int = 1024,
-        cache_dir: str | Path = DEFAULT_CACHE_DIR,
+        cache_dir: str | Path | None = None,
         onnx_file: str | Path | None = None,
     ) -> None:
-        model, cache = (Path(model_dir) if model_dir else bundled_model_dir()), Path(cache_dir)
+        model, cache = (Path(model_dir) if model_dir else bundled_model_dir()), cache_root(cache_dir)
         self.backend = _resolve_backend(backend, model, cache, onnx_file)
         if self.backend == "onnx":
             try:

@@ -8,22 +8,18 @@ and the `onnx` package; running the file needs only onnxruntime.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
+
+from .derived import weights_digest
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def exported_path(model_dir: Path, cache_dir: Path) -> Path:
     """Where the export of this exact model lives: named by a digest of the weights file."""
-    weights = model_dir / "model.safetensors"
-    digest = hashlib.sha1()
-    with weights.open("rb") as f:
-        digest.update(f.read(1 << 20))
-    digest.update(str(weights.stat().st_size).encode())
-    return cache_dir / "onnx" / f"sentence-encoder-{digest.hexdigest()[:12]}.onnx"
+    return cache_dir / "onnx" / f"sentence-encoder-{weights_digest(model_dir)}.onnx"
 
 
 def export_onnx(model_dir: Path, target: Path) -> Path:

@@ -9,7 +9,7 @@ no torch or onnxruntime.
 Two tables, both derived locally from the all-MiniLM-L6-v2 files (no download):
 - "input": MiniLM's own input word-embedding matrix, read from model.safetensors (no computation).
 - "distilled": each word-piece run through the full transformer on its own ([CLS] piece [SEP],
-  mean-pooled), as model2vec does; computed once (~2 min) and cached under ~/.cache/turnout/static.
+  mean-pooled), as model2vec does; computed once (~2 min) and cached under $TURNOUT_HOME/static.
 
 "-sif" variants weight each token by a / (a + p(token)) (Arora et al.'s smooth inverse frequency),
 so "the", "of" and the answer letters stop drowning the topic words. p comes from word-piece counts
@@ -24,7 +24,6 @@ long context drowning the end in one average (bench/router/RESULTS.md, section 4
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,8 @@ from typing import Literal
 
 import numpy as np
 
-from .encoder import DEFAULT_CACHE_DIR, EMBEDDING_DIM, bundled_model_dir
+from .derived import cache_root, weights_digest
+from .encoder import EMBEDDING_DIM, bundled_model_dir
 
 Table = Literal["input", "distilled", "input-sif", "distilled-sif"]
 TABLES: tuple[Table, ...] = ("input", "distilled", "input-sif", "distilled-sif")
@@ -46,7 +46,7 @@ class StaticEncoder:
     """Embeds texts into (n, 384) float32 L2-normalised averages of per-token vectors ((n, 768) with a tail)."""
 
     def __init__(self, table: Table = "distilled", model_dir: str | Path | None = None,
-                 cache_dir: str | Path = DEFAULT_CACHE_DIR, tail: int = 0) -> None:
+                 cache_dir: str | Path | None = None, tail: int = 0) -> None:
         from tokenizers import Tokenizer
 
         if table not in TABLES:
@@ -57,7 +57,7 @@ class StaticEncoder:
         self.table = table
         self.tail = tail  # > 0: [vector of all but the last `tail` pieces, vector of the last `tail` pieces]
         self.dim = EMBEDDING_DIM * (2 if tail else 1)
-        self._vectors = load_table(table.removesuffix("-sif"), model, Path(cache_dir))  # type: ignore[arg-type]
+        self._vectors = load_table(table.removesuffix("-sif"), model, cache_root(cache_dir))  # type: ignore[arg-type]
         self._weights = sif_weights(len(self._vectors)) if table.endswith("-sif") else None
         self._tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
         self._tokenizer.no_padding()
@@ -124,7 +124,7 @@ def load_table(table: Table, model_dir: Path, cache_dir: Path) -> np.ndarray:
         from safetensors.numpy import load_file
 
         return load_file(str(model_dir / "model.safetensors"))["embeddings.word_embeddings.weight"]
-    path = cache_dir / "static" / f"minilm-distilled-{_weights_digest(model_dir)}.npy"
+    path = cache_dir / "static" / f"minilm-distilled-{weights_digest(model_dir)}.npy"
     if not path.exists():
         vectors = distill_table(model_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,12 +147,3 @@ def distill_table(model_dir: Path, batch: int = 512) -> np.ndarray:
     for start in range(0, size, batch):
         out[start : start + batch] = encoder.embed_ids([[cls, i, sep] for i in range(start, min(start + batch, size))])
     return out
-
-
-def _weights_digest(model_dir: Path) -> str:
-    weights = model_dir / "model.safetensors"
-    digest = hashlib.sha1()
-    with weights.open("rb") as f:
-        digest.update(f.read(1 << 20))
-    digest.update(str(weights.stat().st_size).encode())
-    return digest.hexdigest()[:12]

@@ -7,7 +7,6 @@ runs the `turnout` CLI as a subprocess (e.g. `engine serve`). Both wait until th
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,15 +20,11 @@ import httpx
 import pytest
 import uvicorn
 
+from gateway.cache.redis_server import free_port  # the gateway's own (its embedded Redis picks ports with it)
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_MODEL = "smollm2-135m-instruct"
 STARTUP_TIMEOUT_S = 300.0  # first run may pull and convert the model
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_ready(url: str, path: str = "/ready", timeout_s: float = STARTUP_TIMEOUT_S,

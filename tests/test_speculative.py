@@ -13,18 +13,18 @@ import torch
 
 from bench.spec.replay import Replayed
 from drafters import vocab
-from drafters.adaptive import AdaptiveK
-from drafters.base import Draft, DraftContext
-from drafters.config import SpeculativeConfig
 from drafters.model import ModelDrafter
 from drafters.ngram import NgramDrafter
 from drafters.quantize import CALIBRATION_TEXT, input_maxima, smooth
-from drafters.verify import verify
+from engine.adaptive import AdaptiveK
+from engine.drafting import Draft, DraftContext
 from engine.engine import Engine
 from engine.loader import load_model
 from engine.sampling import make_generator, probabilities
+from engine.speculative import SpeculativeConfig
 from engine.store import resolve
 from engine.types import SamplingParams
+from engine.verify import verify
 
 MODEL = "smollm2-135m-instruct"
 GREEDY = SamplingParams(max_tokens=40, temperature=0.0)

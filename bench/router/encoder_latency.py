@@ -29,7 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from router_models import load_router  # noqa: E402
-from router_models.encoder import DEFAULT_CACHE_DIR, BatchingEncoder, Encoder, bundled_model_dir  # noqa: E402
+from router_models.derived import cache_root  # noqa: E402
+from router_models.encoder import BatchingEncoder, Encoder, bundled_model_dir  # noqa: E402
 
 CHAT_PROMPTS = [
     "How do I reverse a list in Python?",
@@ -95,7 +96,7 @@ def onnx_int8(threads: int, keep_ffn_output_fp32: bool, max_seq_length: int = 25
 
     from router_models.onnx_export import exported_path
 
-    fp32 = exported_path(bundled_model_dir(), DEFAULT_CACHE_DIR)
+    fp32 = exported_path(bundled_model_dir(), cache_root())
     Encoder(backend="onnx")  # exports fp32 once if needed
     target = fp32.with_name(fp32.stem + ("-int8-ffnout-fp32" if keep_ffn_output_fp32 else "-int8") + ".onnx")
     if not target.exists():

@@ -4,7 +4,7 @@ Greedy verification accepts a draft's longest prefix equal to the target's own a
 target's answers are recorded, every drafting policy can be replayed without the target: retrieval
 drafts come from the real `NgramDrafter`, and a draft model's drafts from its teacher-forced argmax
 (its draft from position i agrees with the answer exactly as far as its argmax does, given the answer
-so far). Cost per step is `drafters.adaptive.verify_cost` plus the draft model's measured cost per
+so far). Cost per step is `engine.adaptive.verify_cost` plus the draft model's measured cost per
 drafted token. This leaves out prefill and the engine's overhead, so it reads as decode speedup.
 
     .venv/bin/python -m bench.spec.replay record --first 4 --questions 8 --tokens 128  # ~30 min: the 1.5B on this CPU
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.spec.run import DRAFT, NEAR_DUPLICATES, TARGET, copied_share, near_duplicate
-from drafters.adaptive import AdaptiveK, verify_cost
 from drafters.ngram import NgramDrafter
+from engine.adaptive import AdaptiveK, verify_cost
 from engine.store import turnout_home
 from engine.types import SamplingParams
 
@@ -92,9 +92,10 @@ def replay(record: dict, policy: str, draft_cost: float, k_max: int = 16) -> tup
 
 async def record(path: Path, first: int, questions: int, tokens: int) -> None:
     from bench.datasets import mtbench_questions
-    from drafters.config import SpeculativeConfig, build_drafter
+    from drafters.build import build_drafter
     from drafters.model import ModelDrafter
     from engine.engine import Engine
+    from engine.speculative import SpeculativeConfig
 
     engine = Engine.load(TARGET, max_batch_size=1, prefix_cache_mb=0)
     engine.scheduler.drafter = build_drafter(SpeculativeConfig(method="ngram"), engine.loaded)

@@ -21,12 +21,13 @@ import time
 
 from bench.common import Timing, markdown_table, timed_generate
 from bench.datasets import humaneval_code, mtbench_questions, sharegpt_prompts
-from drafters.base import Drafter
+from drafters.build import build_drafter
 from drafters.combined import FirstProposal
-from drafters.config import SpeculativeConfig, build_drafter
 from drafters.ngram import NgramDrafter
 from engine.cpu_share import CPU_SHARE
+from engine.drafting import Drafter
 from engine.engine import Engine
+from engine.speculative import SpeculativeConfig
 from engine.types import DEFAULT_PREFIX_CACHE_MB, SamplingParams
 
 TARGET = "qwen2.5-coder-1.5b-instruct"

@@ -14,6 +14,7 @@ from dataclasses import replace
 from itertools import zip_longest
 from typing import Any
 
+from drafters.build import build_drafter
 from engine.engine import Engine
 from engine.types import (
     Delta,
@@ -98,12 +99,13 @@ class EmbeddedBackend:
         return self._engine
 
     async def start(self) -> None:
-        """Load in a worker thread: the event loop keeps answering /health while weights load."""
+        """Load in a worker thread: the event loop keeps answering /health while weights load. This is
+        where drafters meet the engine: the engine only knows the Drafter seam (engine/drafting.py)."""
         d = self.deployment
         try:
             self._engine = await asyncio.to_thread(
                 Engine.load, self.model, max_batch_size=d.max_batch_size, max_waiting=d.max_waiting,
-                speculative=d.speculative.engine_config(), prefix_cache_mb=d.prefix_cache_mb,
+                speculative=d.speculative, drafters=build_drafter, prefix_cache_mb=d.prefix_cache_mb,
                 threads=d.threads, progress=True)  # first start pulls: show it
         except Exception as exc:
             self._load_error = f"{type(exc).__name__}: {exc}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from drafters.base import Draft
+from engine.drafting import Draft
 from engine.sampling import probabilities
 from engine.types import SamplingParams
 

@@ -1,7 +1,11 @@
 """The Drafter seam: propose up to k tokens that the target model then verifies in one pass.
 
 Proposals never change what is generated — the target accepts or replaces every draft token (see
-drafters/verify.py) — they only change how many target passes it takes.
+engine/verify.py) — they only change how many target passes it takes.
+
+The engine owns this seam and the drafters/ package implements it: the engine never imports a
+drafter, it is handed a `DrafterFactory` (drafters.build.build_drafter, wired in by the gateway's
+embedded backend, the one composition point) and calls it once the target has loaded.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from engine.types import SamplingParams
 
-if TYPE_CHECKING:  # config tools (vllm-args, config check) import drafters without paying for torch
+if TYPE_CHECKING:  # drafters' config tools (vllm-args, config check) import this seam without paying for torch
     import torch
+
+    from engine.loader import LoadedModel
+    from engine.speculative import SpeculativeConfig
 
 
 @dataclass
@@ -22,7 +29,7 @@ class Draft:
 
     tokens: list[int]
     probs: torch.Tensor | None = None
-    source: str = ""  # the drafter that proposed it: acceptance is tracked per source (drafters/adaptive.py)
+    source: str = ""  # the drafter that proposed it: acceptance is tracked per source (engine/adaptive.py)
 
 
 EMPTY = Draft(tokens=[])
@@ -47,7 +54,7 @@ class DraftContext(Protocol):
 
 class Drafter(Protocol):
     name: str
-    cost: float  # target decode steps per drafted token: 0 for a lookup (drafters/adaptive.py uses it)
+    cost: float  # target decode steps per drafted token: 0 for a lookup (engine/adaptive.py uses it)
 
     def propose(self, seq: DraftContext, k: int, *, greedy: bool) -> Draft:
         """At most `k` tokens (the configured maximum, less what the request may still generate);
@@ -56,4 +63,12 @@ class Drafter(Protocol):
 
     def release(self, seq: DraftContext) -> None:
         """The sequence finished or left: drop any per-sequence state."""
+        ...
+
+
+class DrafterFactory(Protocol):
+    def __call__(self, config: SpeculativeConfig, target: LoadedModel, *, progress: bool,
+                 prefix_cache_mb: float) -> Drafter | None:
+        """The drafter `config` asks for, for this loaded target (None for method none).
+        `prefix_cache_mb`: memory for a draft model's own reusable prompt KV (0: none)."""
         ...

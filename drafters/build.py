@@ -1,40 +1,23 @@
-"""How the engine speculates, from one small config shared with the gateway's YAML and vLLM export."""
+"""Build the drafter a `SpeculativeConfig` asks for: the engine's `DrafterFactory` (engine/drafting.py).
+
+The engine never imports this module; whoever builds a speculating engine passes `build_drafter` to
+it (the gateway's embedded backend, `turnout drafters eval`, the benchmarks).
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from drafters.base import Drafter
 from drafters.combined import FirstProposal
 from drafters.ngram import NgramDrafter
+from engine.drafting import Drafter
+from engine.speculative import SpeculativeConfig
 
 if TYPE_CHECKING:
     from engine.loader import LoadedModel
 
 log = logging.getLogger(__name__)
-
-Method = Literal["none", "ngram", "draft_model", "ngram+draft_model", "eagle3"]
-
-
-@dataclass(frozen=True)
-class SpeculativeConfig:
-    method: Method = "none"
-    draft_model: str | None = None
-    num_speculative_tokens: int = 4
-    max_speculative_tokens: int = 16
-    ngram_max: int = 4
-    ngram_min: int = 1  # shortest suffix match a lookup drafts from (1 measured best, BENCHMARKS.md)
-    draft_int8: bool = True
-    draft_vocab: int = 32768  # draft among the most frequent tokens only (drafters/vocab.py); 0 = all
-    max_batch: int = 4  # above this many running sequences, decode without drafts
-
-    def __post_init__(self) -> None:
-        if self.method in ("draft_model", "ngram+draft_model", "eagle3") and not self.draft_model:
-            raise ValueError(f"speculative method {self.method!r} needs draft_model")
-        if not 1 <= self.num_speculative_tokens <= self.max_speculative_tokens:
-            raise ValueError("num_speculative_tokens must be between 1 and max_speculative_tokens")
 
 
 def build_drafter(config: SpeculativeConfig, target: LoadedModel, *, progress: bool = True,
