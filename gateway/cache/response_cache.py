@@ -47,9 +47,10 @@ from gateway.cache.matching import verifier
 from gateway.cache.mode import CacheMode
 from gateway.cache.redis_server import EmbeddedRedis
 from gateway.cache.single_flight import Flight, SingleFlight
-from gateway.cache.vector_index import EMBEDDING_DIM, Neighbour, VectorIndex
+from gateway.cache.vector_index import Neighbour, VectorIndex
 from gateway.redis_guard import RedisGuard, RedisUnavailable, redis_client
 from gateway.types import BackendRequest, StreamEvent
+from router_models.encoder import EMBEDDING_DIM
 
 if TYPE_CHECKING:  # the judge module imports torch; the cache does not need it
     from gateway.cache.matching.judge import Judge

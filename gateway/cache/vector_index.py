@@ -19,8 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from gateway.cache.config import VectorQuantization
-
-EMBEDDING_DIM = 384
+from router_models.encoder import EMBEDDING_DIM  # the shared MiniLM encoder's vectors are what it indexes
 
 _SWEEP = """
 local expired = redis.call('ZRANGE', KEYS[2], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
