@@ -300,3 +300,19 @@ def test_from_alpacaeval_reports_bad_input(tmp_path: Path, capsys: pytest.Captur
     assert run_cli("router", "from-alpacaeval", str(folder), "--judge", "1", "--out", str(out)) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_surprisal_router_ranks_gibberish_above_plain_english(tiny_model: str, tmp_path: Path) -> None:
+    from engine.loader import load_model
+    from engine.store import resolve
+    from router_models.surprisal import SurprisalEncoder, SurprisalRouter
+
+    loaded = load_model(tiny_model, resolve(tiny_model, progress=False), device="cpu")
+    router = SurprisalRouter(SurprisalEncoder(tiny_model, loaded=loaded), cache_dir=tmp_path)
+    prompts = ["What is the capital of France?", "zxq vlorp 93kk ;; qqj wub florn xx?", "Hi"]
+    scores = router.score(prompts)
+    assert scores.shape == (3,) and np.all((scores > 0) & (scores < 1))
+    assert scores[1] > scores[0]
+    alone = router.encoder.embed([prompts[0]])[0, 0]  # batching and padding do not change a prompt's value
+    assert router.surprisal([prompts[0]])[0] == pytest.approx(alone, rel=1e-3)
+    assert (tmp_path / "embeddings" / f"{router.encoder.name}.npz").is_file()  # cached for the next run
