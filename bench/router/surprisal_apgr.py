@@ -22,7 +22,7 @@ from router_models.data import OutcomeData, load_outcomes
 from router_models.embedding_cache import cached_embed
 from router_models.encoder import DEFAULT_CACHE_DIR
 from router_models.evaluate import routing_metrics
-from router_models.surprisal import SurprisalEncoder, SurprisalRouter
+from router_models.surprisal import DEFAULT_MAX_TOKENS, SurprisalEncoder, SurprisalRouter
 
 ALPACAEVAL_JUDGES = {"alpacaeval-j1": "mixtral_vs_gpt4_1106_gpt4_turbo_fn.jsonl",
                      "alpacaeval-j2": "mixtral_vs_gpt4_1106_cot_gpt4_turbo_fn.jsonl"}
@@ -36,8 +36,9 @@ def sets(mmlu: Path | None, alpacaeval: Path | None, sample: int, seed: int) -> 
     if mmlu is not None:
         data = load_outcomes(mmlu)
         if 0 < sample < len(data):
-            # a prefix of one seeded permutation: a smaller sample is part of every larger one (cache reuse)
-            data = data.subset(np.sort(np.random.default_rng(seed).permutation(len(data))[:sample]))
+            # a prefix of one seeded permutation, scored in that order: a smaller sample is part of every
+            # larger one, and a run stopped part-way has cached a random sample, not the first subjects
+            data = data.subset(np.random.default_rng(seed).permutation(len(data))[:sample])
         out[f"mmlu (sample of {len(data)})"] = data
     return out
 
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--alpacaeval", type=Path)
     parser.add_argument("--mmlu-sample", type=int, default=600, help="0 = all prompts")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     parser.add_argument("--chunk", type=int, default=32, help="prompts per cache write")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--json", type=Path)
