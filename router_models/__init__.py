@@ -7,6 +7,8 @@ cheap (numpy only); the MiniLM encoder loads its backend on first use.
 prompt, thousands of prompts/s on 2 CPU cores, subject-held-out APGR level with the old MiniLM head.
 `embedding` adds the gateway's shared MiniLM embedding (computed once per request for the semantic
 cache anyway) to the static vector: better APGR, but on its own it costs a transformer pass (~15 ms).
+`surprisal` (router_models/surprisal.py) trains nothing: the small model's mean surprisal over the
+prompt; it loads SmolLM2-135M and costs a forward pass of it per prompt.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ if TYPE_CHECKING:
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.npz"
 EMBEDDING_WEIGHTS = WEIGHTS_DIR / "embedding.npz"
-ROUTER_NAMES = ("default", "static", "embedding", "length", "random")
+ROUTER_NAMES = ("default", "static", "embedding", "surprisal", "length", "random")
 
 
 def load_router(name_or_path: str = "default") -> Router:
-    """`default`/`static`, `embedding`: the shipped learned routers; `length`, `random`: baselines; else a file."""
+    """`default`/`static`, `embedding`: the shipped learned routers; `surprisal`: the small model's uncertainty
+    over the prompt; `length`, `random`: baselines; else a weights file."""
     from .baselines import PromptLengthRouter, RandomRouter
     from .head import Head, LearnedRouter
 
@@ -34,6 +37,10 @@ def load_router(name_or_path: str = "default") -> Router:
         return _loaded(LearnedRouter(Head.load(DEFAULT_WEIGHTS), name="static"))
     if name_or_path == "embedding":
         return _loaded(LearnedRouter(Head.load(EMBEDDING_WEIGHTS), name="embedding"))
+    if name_or_path == "surprisal":
+        from .surprisal import SurprisalRouter
+
+        return SurprisalRouter()
     if name_or_path == "length":
         return PromptLengthRouter()
     if name_or_path == "random":

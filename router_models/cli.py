@@ -1,5 +1,10 @@
 """`turnout router ...`: score, train, evaluate and calibrate routers from the command line.
 
+`eval` takes several outcome sets at once and prints every router on every set (router_models/
+transfer.py), since a router is only worth shipping if it beats the baselines beyond its training data.
+`from-alpacaeval` converts AlpacaEval judgements (CC BY-NC 4.0) into validation-only outcome rows,
+which `train` refuses unless told `--allow-validation-data`.
+
 gateway/cli.py mounts these with `register(subparsers)`; every handler returns an exit code.
 Training and evaluation imports (torch, matplotlib) happen inside the handlers, so mounting the
 command group costs nothing at gateway start.
@@ -8,7 +13,6 @@ command group costs nothing at gateway start.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -19,8 +23,9 @@ import numpy as np
 
 from engine.messages import user_turns
 
-from . import ROUTER_NAMES, load_router
+from . import ROUTER_NAMES, WEIGHTS_DIR, load_router
 from .conversation import TurnsMode, score_conversations
+from .transfer import data_digest
 
 
 class InputError(ValueError):
@@ -54,13 +59,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--encoder", default=None, metavar="NAME",
                        help="embedding the head is trained on and serves with: all-MiniLM-L6-v2-seq256 "
                             "(default; shared with the semantic cache) or all-MiniLM-L6-v2-static-input, ...")
+    train.add_argument("--allow-validation-data", action="store_true",
+                       help='learn from rows marked "use": "validation" (e.g. AlpacaEval, CC BY-NC 4.0); for '
+                            "local experiments only, never for a head that ships")
     train.set_defaults(func=train_command)
 
-    evaluate = commands.add_parser("eval", help="APGR / CPT of a router beside the random and length routers")
-    _add_data_arguments(evaluate)
-    _add_router_argument(evaluate)
-    evaluate.add_argument("--plot", metavar="PNG", help="write the PGR-vs-cost curves here")
+    evaluate = commands.add_parser("eval", help="APGR / CPT of routers on one or more outcome sets, beside the "
+                                                "random and length routers")
+    _add_data_arguments(evaluate, multiple=True)
+    evaluate.add_argument("--router", action="append", default=None, metavar="NAME|FILE",
+                          help=f"{' | '.join(ROUTER_NAMES)} or a weights file; repeat for several "
+                               "(default: every shipped head in router_models/weights)")
+    evaluate.add_argument("--json", action="store_true", help="print the table as JSON instead")
+    evaluate.add_argument("--plot", metavar="PNG", help="write the PGR-vs-cost curves here (one --data only)")
     evaluate.set_defaults(func=eval_command)
+
+    alpaca = commands.add_parser("from-alpacaeval",
+                                 help="AlpacaEval judgements -> outcome JSONL (CC BY-NC 4.0: validation only)")
+    alpaca.add_argument("folder", metavar="DIR", help="folder with the AlpacaEval outcome files (see PROVENANCE.md)")
+    alpaca.add_argument("--judge", type=int, choices=(1, 2), required=True,
+                        help="1: gpt4_turbo_fn, 2: cot_gpt4_turbo_fn (reasons before judging)")
+    alpaca.add_argument("--out", required=True, metavar="FILE", help="outcome JSONL to write")
+    alpaca.set_defaults(func=from_alpacaeval_command)
 
     calibrate = commands.add_parser("calibrate", help="score threshold for a large-model fraction")
     calibrate.add_argument("--strong-fraction", type=float, required=True, metavar="F")
@@ -82,9 +102,14 @@ def _add_turns_argument(parser: argparse.ArgumentParser) -> None:
                              "user turn (default) or its last one")
 
 
-def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, metavar="PATH",
-                        help="outcome CSV/JSONL, or a folder of them (RouteLLM MMLU layout)")
+def _add_data_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
+    if multiple:
+        parser.add_argument("--data", required=True, action="append", metavar="[NAME=]PATH",
+                            help="outcome CSV/JSONL, or a folder of them (RouteLLM MMLU layout); repeat for "
+                                 "several sets, each one column of the table (NAME defaults to the file's stem)")
+    else:
+        parser.add_argument("--data", required=True, metavar="PATH",
+                            help="outcome CSV/JSONL, or a folder of them (RouteLLM MMLU layout)")
     parser.add_argument("--weak-column", help="column with the small model's quality (auto-detected)")
     parser.add_argument("--strong-column", help="column with the large model's quality (auto-detected)")
     parser.add_argument("--cache-dir", metavar="DIR",
@@ -126,7 +151,11 @@ def _train(args: argparse.Namespace) -> int:
     from .evaluate import routing_metrics
     from .train import DEFAULT_SPEC, HeadSpec, cross_validate, fit_head
 
-    data = _load_data(args)
+    data = _load_data(args.data, args)
+    if data.validation_only and not args.allow_validation_data:
+        raise InputError(f"{args.data}: rows are marked \"use\": \"validation\" (license "
+                         f"{', '.join(data.licenses) or 'unknown'}): evaluate with them, do not train; "
+                         "--allow-validation-data overrides, for local experiments only")
     overrides = {k: v for k, v in (("inputs", args.inputs), ("label", args.label), ("hidden", args.hidden),
                                    ("l2", args.l2)) if v is not None}
     spec = HeadSpec(**{**DEFAULT_SPEC.__dict__, **overrides})
@@ -142,6 +171,7 @@ def _train(args: argparse.Namespace) -> int:
           f"({data.weak.mean():.3f}), strong={data.strong_column} ({data.strong.mean():.3f})")
     print(f"head: {spec.description} on {encoder}" + (f"; not learning from {excluded}" if excluded else ""))
     meta: dict[str, Any] = {"encoder": encoder, "trained_on": str(args.data),
+                            "trained_on_validation_data": data.validation_only,
                             "training_data_digest": data_digest(data.prompts), "excluded_groups": excluded,
                             "weak_column": data.weak_column, "strong_column": data.strong_column,
                             "n_prompts": len(data)}
@@ -168,23 +198,89 @@ def eval_command(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from .baselines import PromptLengthRouter, RandomRouter
-    from .evaluate import plot_pgr_curves, routing_metrics
+    from .transfer import evaluate_cell, selection, shipped_router_names
 
-    data = _load_data(args)
-    router = load_router(args.router)
-    embeddings = _embeddings(data.prompts, args.cache_dir) if router.needs_embeddings else None
-    scores = {router.name: router.score(data.prompts, embeddings)}
-    for baseline in (RandomRouter(), PromptLengthRouter()):
-        scores[baseline.name] = baseline.score(data.prompts)
-    head = getattr(router, "head", None)
-    if head is not None and head.meta.get("training_data_digest") == data_digest(data.prompts):
-        print(f"note: {router.name} was trained on this data, so these are in-sample numbers; "
-              "`turnout router train` reports group-held-out CV")
-    print(f"{len(data)} prompts; weak {data.weak.mean():.3f}, strong {data.strong.mean():.3f}")
-    _print_metrics({name: routing_metrics(s, data.weak, data.strong) for name, s in scores.items()})
+    if args.plot and len(args.data) > 1:
+        raise InputError("--plot draws one set's curves: give a single --data with it")
+    sets = _named_sets(args)
+    routers: dict[str, Any] = {name: _eval_router(name, args.cache_dir)
+                               for name in args.router or shipped_router_names(WEIGHTS_DIR)}
+    routers.update({"random": RandomRouter(), "length": PromptLengthRouter()})
+
+    def embed(prompts: Sequence[str], encoder: str | None) -> np.ndarray:
+        return _embeddings(prompts, args.cache_dir, encoder)
+
+    def cell(router: Any, set_name: str) -> Any:
+        try:
+            return evaluate_cell(router, sets[set_name], embed)
+        except ValueError as exc:
+            raise InputError(f"{set_name}: {exc}") from None
+
+    table = {name: {s: cell(router, s) for s in sets} for name, router in routers.items()}
+    ranking = selection(table)
+    if args.json:
+        print(json.dumps({
+            "sets": {s: {"path": path, "prompts": len(d), "weak": float(d.weak.mean()),
+                         "strong": float(d.strong.mean()), "licenses": list(d.licenses)}
+                     for (s, d), path in zip(sets.items(), _set_paths(args), strict=True)},
+            "routers": {r: {s: c.as_dict() for s, c in row.items()} for r, row in table.items()},
+            "selection": [{"router": sel.router, "margins": sel.margins, "worst_margin": sel.worst_margin,
+                           "passes": sel.passes} for sel in ranking]}, indent=2))
+    else:
+        for s, d in sets.items():
+            print(f"{s}: {len(d)} prompts; weak {d.weak.mean():.3f}, strong {d.strong.mean():.3f}")
+        _print_table(table, ranking)
     if args.plot:
-        print(f"wrote {plot_pgr_curves(scores, data.weak, data.strong, args.plot)}")
+        from .evaluate import plot_pgr_curves
+
+        (data,) = sets.values()
+        scores = {name: r.score(data.prompts, embed(data.prompts, None) if r.needs_embeddings else None)
+                  for name, r in routers.items()}
+        print(f"wrote {plot_pgr_curves(scores, data.weak, data.strong, args.plot)}", file=sys.stderr)
     return 0
+
+
+def _eval_router(name: str, cache_dir: str | None) -> Any:
+    """`load_router(name)`; the surprisal router also keeps its per-prompt values in the embedding cache."""
+    if name == "surprisal":
+        from .derived import cache_root
+        from .surprisal import SurprisalRouter
+
+        return SurprisalRouter(cache_dir=cache_root(cache_dir))
+    return load_router(name)
+
+
+def _set_paths(args: argparse.Namespace) -> list[str]:
+    return [spec.split("=", 1)[1] if _has_name(spec) else spec for spec in args.data]
+
+
+def _has_name(spec: str) -> bool:
+    name, sep, _ = spec.partition("=")
+    return bool(sep) and bool(name) and not Path(spec).exists()
+
+
+def _named_sets(args: argparse.Namespace) -> dict[str, Any]:
+    sets: dict[str, Any] = {}
+    for spec, path in zip(args.data, _set_paths(args), strict=True):
+        name = spec.split("=", 1)[0] if _has_name(spec) else Path(path).stem
+        if name in sets:
+            name = path
+        if name in sets:
+            raise InputError(f"--data {path} is given twice")
+        sets[name] = _load_data(path, args)
+    return sets
+
+
+def from_alpacaeval_command(args: argparse.Namespace) -> int:
+    from .alpacaeval import LICENSE, convert
+
+    def run() -> int:
+        n = convert(args.folder, args.judge, args.out)
+        print(f"wrote {n} outcome rows (judge {args.judge}) -> {args.out}; license {LICENSE}: "
+              "validation only, `turnout router train` refuses them", file=sys.stderr)
+        return 0
+
+    return _reporting_errors(run)
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
@@ -239,17 +335,12 @@ def record_turns(record: dict[str, Any]) -> list[str]:
     return [record["prompt"]] if isinstance(record.get("prompt"), str) else user_turns(record["messages"])
 
 
-def data_digest(prompts: Sequence[str]) -> str:
-    """Order-independent fingerprint of a prompt set, to tell in-sample evaluation apart."""
-    return hashlib.sha1(b"".join(sorted(hashlib.sha1(p.encode()).digest() for p in prompts))).hexdigest()
-
-
-def _load_data(args: argparse.Namespace):
+def _load_data(path: str, args: argparse.Namespace):
     from .data import load_outcomes
 
-    if not Path(args.data).exists():
-        raise InputError(f"{args.data}: no such file or folder")
-    return load_outcomes(args.data, weak_column=args.weak_column, strong_column=args.strong_column)
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such file or folder")
+    return load_outcomes(path, weak_column=args.weak_column, strong_column=args.strong_column)
 
 
 def _embeddings(prompts: Sequence[str], cache_dir: str | None, encoder: str | None = None) -> np.ndarray:
@@ -267,6 +358,28 @@ def _print_metrics(rows: dict[str, Any]) -> None:
     for name, m in rows.items():
         table.add_row(name, f"{m.apgr:.3f}", f"{m.cpt50:.1%}", f"{m.cpt80:.1%}")
     Console().print(table)
+
+
+def _print_table(table: dict[str, dict[str, Any]], ranking: Sequence[Any]) -> None:
+    """One row per router, one column per set: APGR and CPT(50%); † marks group-held-out CV, * in-sample."""
+    from rich.console import Console
+    from rich.table import Table
+
+    sets = list(next(iter(table.values())))
+    verdict = {sel.router: f"{'yes' if sel.passes else 'no'} ({sel.worst_margin:+.3f})" for sel in ranking}
+    out = Table("router", *(f"{s}\nAPGR · CPT50" for s in sets), "beats random & length\non every set")
+    for name, row in table.items():
+        cells = [f"{c.metrics.apgr:.3f}{_MARKS[c.basis]} · {c.metrics.cpt50:.1%}" for c in row.values()]
+        out.add_row(name, *cells, verdict.get(name, "–"))
+    Console(width=max(100, 24 * (len(sets) + 2))).print(out)
+    bases = {c.basis for row in table.values() for c in row.values()}
+    if "cv" in bases:
+        print("† trained on this set: group-held-out cross-validation with the head's own recipe")
+    if "in-sample" in bases:
+        print("* trained on this set, which has one group only: in-sample, optimistic")
+
+
+_MARKS = {"scored": "", "cv": "†", "in-sample": "*"}
 
 
 def _reporting_errors(run) -> int:

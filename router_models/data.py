@@ -1,8 +1,12 @@
 """Outcome data: prompts with the weak and the strong model's quality on each.
 
 Accepts RouteLLM's layout (a folder of `mmlu_<subject>.csv` with one column per model, True/False)
-and any CSV/JSONL of the same shape. Each row also gets a group (a `subject`/`group`/`category`
-column, else the file's name) so cross-validation can hold out whole subjects.
+and any CSV/JSONL of the same shape. Each row also gets a group (a `subject`/`group`/`category`/
+`dataset` column, else the file's name) so cross-validation can hold out whole subjects.
+
+A row may carry a `license` and a `use` field. `"use": "validation"` marks data whose license allows
+evaluating a router but not training one that ships (AlpacaEval's judgements are CC BY-NC 4.0):
+`OutcomeData.validation_only` reports it, and `turnout router train` refuses such data by default.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import numpy as np
 
 CONTAMINATION_FILE = "contaminated_prompts.jsonl"
 SUFFIXES = (".csv", ".jsonl")
-GROUP_COLUMNS = ("subject", "group", "category")
-WEAK_NAMES = ("weak", "mistralai/Mixtral-8x7B-Instruct-v0.1")
-STRONG_NAMES = ("strong", "gpt-4-1106-preview")
+GROUP_COLUMNS = ("subject", "group", "category", "dataset")
+PROVENANCE_COLUMNS = ("license", "use", "source", "judge")  # never a model's quality
+VALIDATION_USE = "validation"
+WEAK_NAMES = ("weak", "weak_quality", "mistralai/Mixtral-8x7B-Instruct-v0.1")
+STRONG_NAMES = ("strong", "strong_quality", "gpt-4-1106-preview")
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,8 @@ class OutcomeData:
     groups: np.ndarray  # str label per row, for group-held-out evaluation
     weak_column: str = "weak"
     strong_column: str = "strong"
+    validation_only: bool = False  # some rows say "use": "validation": evaluate with them, never train
+    licenses: tuple[str, ...] = ()  # the distinct "license" values of the rows, if any
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -37,7 +45,7 @@ class OutcomeData:
     def subset(self, index: np.ndarray) -> OutcomeData:
         return OutcomeData(
             [self.prompts[i] for i in index], self.weak[index], self.strong[index], self.groups[index],
-            self.weak_column, self.strong_column,
+            self.weak_column, self.strong_column, self.validation_only, self.licenses,
         )
 
 
@@ -57,6 +65,8 @@ def load_outcomes(path: str | Path, weak_column: str | None = None, strong_colum
     strong: list[float] = []
     groups: list[str] = []
     columns: tuple[str, str] | None = None
+    validation_only = False
+    licenses: set[str] = set()
     for file in files:
         rows = list(_read_rows(file))
         if not rows:
@@ -72,13 +82,20 @@ def load_outcomes(path: str | Path, weak_column: str | None = None, strong_colum
                 raise ValueError(f"{file}:{line}: missing {prompt_column!r}")
             if prompt in contaminated:
                 continue
+            missing = [c for c in columns if row.get(c) in (None, "")]
+            if missing:
+                raise ValueError(f"{file}:{line}: missing {' and '.join(map(repr, missing))}")
             prompts.append(prompt)
             weak.append(_quality(row[columns[0]], file, line))
             strong.append(_quality(row[columns[1]], file, line))
             groups.append(_group(row, default_group))
+            validation_only |= row.get("use") == VALIDATION_USE
+            if row.get("license"):
+                licenses.add(str(row["license"]))
     if columns is None:
-        raise ValueError(f"{path}: no rows")
-    return OutcomeData(prompts, np.array(weak), np.array(strong), np.array(groups), *columns)
+        raise ValueError(f"{path}: no outcome rows (empty file)")
+    return OutcomeData(prompts, np.array(weak), np.array(strong), np.array(groups), *columns,
+                       validation_only=validation_only, licenses=tuple(sorted(licenses)))
 
 
 def _group(row: dict, default: str) -> str:
@@ -86,14 +103,27 @@ def _group(row: dict, default: str) -> str:
 
 
 def _read_rows(file: Path) -> Iterable[dict]:
+    """Rows of one file; an unreadable file (permissions, not UTF-8) is a ValueError naming it."""
+    try:
+        yield from _parse_rows(file)
+    except UnicodeDecodeError:
+        raise ValueError(f"{file}: cannot read: not UTF-8 text") from None
+    except OSError as exc:
+        raise ValueError(f"{file}: cannot read: {exc.strerror or exc}") from None
+
+
+def _parse_rows(file: Path) -> Iterable[dict]:
     if file.suffix == ".jsonl":
         with file.open(encoding="utf-8") as f:
             for line_no, line in enumerate(f, start=1):
                 if line.strip():
                     try:
-                        yield json.loads(line)
+                        row = json.loads(line)
                     except json.JSONDecodeError as exc:
                         raise ValueError(f"{file}:{line_no}: not JSON ({exc.msg})") from None
+                    if not isinstance(row, dict):
+                        raise ValueError(f"{file}:{line_no}: expected a JSON object")
+                    yield row
     else:
         with file.open(encoding="utf-8", newline="") as f:
             yield from csv.DictReader(f)
@@ -102,7 +132,7 @@ def _read_rows(file: Path) -> Iterable[dict]:
 def _pick_model_columns(rows: list[dict], prompt_column: str, weak: str | None, strong: str | None,
                         file: Path) -> tuple[str, str]:
     """Explicit names win; then known names; then the only two other columns, weaker-on-average first."""
-    header = [c for c in rows[0] if c != prompt_column and c not in GROUP_COLUMNS]
+    header = [c for c in rows[0] if c != prompt_column and c not in GROUP_COLUMNS + PROVENANCE_COLUMNS]
     weak = weak or next((c for c in WEAK_NAMES if c in header), None)
     strong = strong or next((c for c in STRONG_NAMES if c in header), None)
     if weak and strong:
@@ -110,9 +140,12 @@ def _pick_model_columns(rows: list[dict], prompt_column: str, weak: str | None, 
         if missing:
             raise ValueError(f"{file}: no column(s) {missing}; columns are {header}")
         return weak, strong
+    if (weak is None) != (strong is None):
+        side, names = ("weak", WEAK_NAMES) if weak is None else ("strong", STRONG_NAMES)
+        raise ValueError(f"{file}: no {side} model quality column (one of {', '.join(names)}); columns are {header}")
     if len(header) != 2:
         raise ValueError(f"{file}: cannot tell weak and strong apart among {header}; name them explicitly")
-    means = [np.mean([_quality(r[c], file, 0) for r in rows]) for c in header]
+    means = [np.mean([_quality(r.get(c), file, 0) for r in rows]) for c in header]
     return (header[0], header[1]) if means[0] <= means[1] else (header[1], header[0])
 
 
