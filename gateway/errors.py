@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.backends.base import BackendError
+from gateway.text import INVALID_TEXT
 
 # pydantic names the member of a union that failed (`stop.str`, `content.list[...]`): not a param.
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|function-.*)$")
@@ -105,6 +106,8 @@ def validation_error(errors: Any) -> APIError:
         return APIError(400, "We could not parse the JSON body of your request. "
                              "(HINT: This likely means you aren't using your HTTP library correctly.)")
     loc = [part for part in first.get("loc", ()) if part != "body" and not _UNION_TAG.match(str(part))]
+    if first.get("type") == INVALID_TEXT:  # checked on the whole body: the field is in its context
+        loc += list(first.get("ctx", {}).get("loc", ()))
     param = _param_path(loc)
     message = first.get("msg", "invalid value").removeprefix("Value error, ")
     missing = first.get("type") == "missing"
@@ -131,7 +134,9 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unencodable_text(request: Request, exc: Exception) -> JSONResponse:
     """JSON can spell an unpaired surrogate (`"\\ud800"`), which parses into a str that no UTF-8
-    encoder accepts (cache keys, the upstream request): the client's input, so a 400, not a 500."""
+    encoder accepts (cache keys, the upstream request): the client's input, so a 400, not a 500.
+    Request bodies are refused at their schema, naming the field (gateway/text.py); this catches
+    what is not a body (a header)."""
     assert isinstance(exc, UnicodeEncodeError)
     if "surrogate" not in exc.reason:
         return await _unexpected_error(request, exc)

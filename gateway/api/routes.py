@@ -19,10 +19,11 @@ from gateway.schemas import ChatCompletionRequest, CompletionRequest, Generation
 
 from .access import Authenticated, governance
 from .hangup import HangUp, HangUpStreamingResponse
+from .json_body import LenientJSONRoute
 from .render import Renderer, render_json
 from .render_responses import ResponsesRenderer
 
-router = APIRouter()
+router = APIRouter(route_class=LenientJSONRoute)
 _STARTED = int(time.time())
 
 
