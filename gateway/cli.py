@@ -7,13 +7,20 @@ Every handler returns the process exit code. This is the one place that reads TU
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, TurnoutConfig, load_config, summarize
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from gateway.health import Readiness
 
 CONFIG_ENV = "TURNOUT_CONFIG"
 # Command groups other packages own (module → the command it adds); each exposes `register(subparsers)`.
@@ -75,9 +82,31 @@ def run_server(config: TurnoutConfig, *, log_level: str = "info") -> int:
         print(f"turnout: error: {error}", file=sys.stderr)
         return 1
     logging.getLogger("turnout").info("config:\n%s", summarize(config))
-    uvicorn.run(app, host=config.server.host, port=config.server.port, log_level=log_level,
-                timeout_graceful_shutdown=5)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.server.host, port=config.server.port,
+                                           log_level=log_level, timeout_graceful_shutdown=5))
+    app.state.runtime.on_ready = _ready_line_printer(server, config)
+    server.run()
     return 0
+
+
+def _ready_line_printer(server: uvicorn.Server, config: TurnoutConfig) -> Callable[[Readiness], Awaitable[None]]:
+    """Uvicorn's "running on …" only means the socket is open; models may load for minutes after it.
+    This prints one line on stdout when a request would actually be served: /ready is 200 and
+    the socket is listening, whichever comes last."""
+    async def print_ready(readiness: Readiness) -> None:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        url = f"http://{config.server.host}:{config.server.port}"
+        print(ready_line(url, readiness), flush=True)
+
+    return print_ready
+
+
+def ready_line(url: str, readiness: Readiness) -> str:
+    """`turnout ready: serving URL/v1 (small-0: MODEL, large-0: MODEL up; /ready is 200)`."""
+    up = ", ".join(f"{name}: {state.get('model')}" for name, state in readiness.deployments.items()
+                   if state.get("up"))
+    return f"turnout ready: serving {url}/v1 ({up or 'no deployments'} up; /ready is 200)"
 
 
 def check_config(args: argparse.Namespace) -> int:
