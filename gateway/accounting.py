@@ -94,7 +94,7 @@ class Accountant:
         baseline = self.pricing.baseline(prompt, completion) if outcome.ok else 0.0
         self._observe(request, outcome, cost, baseline)
         speculative = (outcome.usage or {}).get("speculative") or {} if served else {}
-        self.timeline.add(Sample(outcome.tier, outcome.cache, outcome.ok, outcome.duration_s, cost, baseline,
+        self.timeline.add(Sample(outcome.tier, outcome.cache, outcome.status, outcome.duration_s, cost, baseline,
                                  int(speculative.get("num_draft_tokens", 0)),
                                  int(speculative.get("num_accepted_tokens", 0))))
         source = ("served" if served else outcome.cache) if outcome.ok else "failed"
@@ -102,6 +102,12 @@ class Accountant:
                            prompt if outcome.ok else 0, completion if outcome.ok else 0)
         self.ledger.record(caller.account, entry)
         await self.limiter.settle(admission, prompt + completion if outcome.usage else None)
+
+    def refused(self, error: APIError) -> None:
+        """A request the schema refused before it had a route or a meter: a client error all the same,
+        on /metrics (`turnout_invalid_requests`) and in the dashboard's timeline."""
+        self.metrics.invalid_requests.labels(error.code or "invalid_request").inc()
+        self.timeline.add(Sample(None, None, error.status, 0.0))
 
     def book_later(self, caller: Caller, request: BackendRequest, admission: Admission, outcome: Outcome) -> None:
         """`book` from a task of its own, for a request whose own task is being cancelled."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +24,16 @@ from gateway.text import INVALID_TEXT
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|function-.*)$")
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention for a client that hung up; nobody is there to read it
+
+
+def is_failure(status: int) -> bool:
+    """A request the gateway or a backend failed (5xx), as the dashboard counts "failed". A 4xx (a
+    bad request, a refused key, a quota, a client that hung up: 499) is the client's, counted apart."""
+    return status >= 500
+
+
+def is_client_error(status: int) -> bool:
+    return 400 <= status < 500
 
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -75,10 +86,14 @@ def context_length_message(limit: int, prompt_tokens: int, completion_tokens: in
             "in the completion). Please reduce the length of the messages or completion.")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+InvalidHook = Callable[[Request, APIError], None]
+
+
+def install_error_handlers(app: FastAPI, on_invalid: InvalidHook | None = None) -> None:
+    """`on_invalid(request, error)` sees every body the schema refused: nothing else books those."""
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(BackendError, _backend_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler(on_invalid))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(UnicodeEncodeError, _unencodable_text)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -94,9 +109,16 @@ async def _backend_error(_: Request, exc: Exception) -> JSONResponse:
     return APIError.from_backend(exc).response()
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    return validation_error(exc.errors()).response()
+def _validation_error_handler(on_invalid: InvalidHook | None) -> Callable[[Request, Exception],
+                                                                            Awaitable[JSONResponse]]:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        error = validation_error(exc.errors())
+        if on_invalid is not None:
+            on_invalid(request, error)
+        return error.response()
+
+    return handle
 
 
 def validation_error(errors: Any) -> APIError:

@@ -63,6 +63,8 @@ class Metrics:
         self.spec_accepted_per_position = Counter("turnout_spec_decode_num_accepted_tokens_per_pos",
                                                   "Draft tokens accepted at each draft position",
                                                   [*spec, "position"], registry=r)
+        self.invalid_requests = Counter("turnout_invalid_requests", "API requests refused with 400 before routing "
+                                        "(their body did not validate), by error code", ["code"], registry=r)
         self.backend_errors = Counter("turnout_backend_errors", "Backend failures by HTTP status",
                                       ["tier", "model", "status"], registry=r)
         self.fallbacks = Counter("turnout_fallbacks", "Requests moved to another tier after a failure",

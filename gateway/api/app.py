@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from gateway.config import TurnoutConfig
-from gateway.errors import install_error_handlers
+from gateway.errors import APIError, install_error_handlers
 from gateway.metrics import MetricsContext
 from gateway.runtime import Runtime
 
@@ -32,10 +32,16 @@ def create_app(config: TurnoutConfig) -> FastAPI:
 
     app = FastAPI(title="turnout", lifespan=lifespan)
     app.state.runtime = runtime
-    install_error_handlers(app)
+    install_error_handlers(app, on_invalid=lambda request, error: _book_invalid(runtime, request, error))
     app.add_middleware(MetricsContext, metrics=runtime.governance.metrics)
     app.add_middleware(BodyLimit, max_bytes=config.server.max_request_bytes)
     app.include_router(router)
     app.include_router(access.router)
     app.include_router(observability.router)
     return app
+
+
+def _book_invalid(runtime: Runtime, request: Request, error: APIError) -> None:
+    """Only the API's requests count: a bad body on an admin route is not traffic."""
+    if request.url.path.startswith("/v1/"):
+        runtime.governance.accountant.refused(error)
