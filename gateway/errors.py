@@ -79,6 +79,12 @@ def model_not_found(model: str) -> APIError:
                     param="model", code="model_not_found")
 
 
+def server_shutting_down() -> APIError:
+    """The last event of a stream still running when the server's graceful shutdown ran out."""
+    return APIError(503, "The server is shutting down: this stream was cut off before it finished. "
+                         "Retry the request.", code="server_shutting_down")
+
+
 def context_length_message(limit: int, prompt_tokens: int, completion_tokens: int) -> str:
     """OpenAI's wording for code `context_length_exceeded`, which clients match on."""
     return (f"This model's maximum context length is {limit} tokens. However, you requested "
