@@ -128,7 +128,8 @@ class ResponsesRenderer:
                     for kind, fields in output.add(event):
                         yield emit(kind, fields)
             except Exception as exc:
-                yield self.interrupted(in_band_error(exc))
+                for chunk in self._failure(in_band_error(exc)):
+                    yield chunk
                 return
         for kind, fields in output.close():
             yield emit(kind, fields)
@@ -136,13 +137,17 @@ class ResponsesRenderer:
         yield emit(f"response.{response['status']}", {"response": response})
 
     def interrupted(self, error: APIError) -> bytes:
-        """How a stream that fails (or is cut off by a shutdown) ends: `error`, then `response.failed`
-        with the output so far, numbered on from the events already sent."""
+        """The last bytes of a stream cut off from outside (server shutdown), as a failure's."""
+        return b"".join(self._failure(error))
+
+    def _failure(self, error: APIError) -> tuple[bytes, bytes]:
+        """How a stream that fails ends: `error`, then `response.failed` with the output so far,
+        numbered on from the events already sent."""
         failed = self._response("failed", self._output.items)
         failed["error"] = {"code": error.code or "server_error", "message": error.message}
         return (self._emit("error", {"code": error.code or error.type, "message": error.message,
-                                     "param": error.param})
-                + self._emit("response.failed", {"response": failed}))
+                                     "param": error.param}),
+                self._emit("response.failed", {"response": failed}))
 
     def _emit(self, kind: str, fields: dict[str, Any]) -> bytes:
         return sse({"type": kind, "sequence_number": next(self._sequence), **fields}, event=kind)
