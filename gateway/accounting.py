@@ -30,6 +30,7 @@ from gateway.types import BackendRequest, StreamEvent
 from gateway.usage import Pricing, UsageEntry, UsageLedger
 
 CACHED = ("hit", "semantic-hit")
+LARGE = "large"  # the tier savings are counted against: what every request would otherwise have used
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,11 @@ class Accountant:
         if not outcome.ok:
             return
         m.baseline_cost.inc(baseline)
+        prompt, completion = outcome.tokens()
+        if outcome.cached or outcome.tier != LARGE:
+            m.large_tokens_avoided.inc(prompt + completion)
         if outcome.cached:
             return
-        prompt, completion = outcome.tokens()
         m.tokens.labels(tier, model, "prompt").inc(prompt)
         m.tokens.labels(tier, model, "completion").inc(completion)
         m.cost.labels(tier, model).inc(cost)

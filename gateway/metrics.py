@@ -76,6 +76,9 @@ class Metrics:
                                     "(limits and usage fail open)", ["component"], registry=r)
         self.cost = Counter("turnout_cost_usd", "Estimated cost of served requests (pricing config)",
                             ["tier", "model"], registry=r)
+        self.large_tokens_avoided = Counter("turnout_large_tokens_avoided", "Tokens of requests answered without "
+                                            "the large tier (cache hits, the small tier): savings that need "
+                                            "no prices", registry=r)
         self.baseline_cost = Counter("turnout_baseline_cost_usd", "Cost had every request, cache hits included, "
                                      "gone to the baseline (large) model", registry=r)
 

@@ -1,4 +1,5 @@
-"""The dashboard's "failed" is 5xx only (the gateway or a backend failed); every 4xx, whether the
+"""Savings without prices are large-tier tokens avoided. The dashboard's "failed" is 5xx only (the
+gateway or a backend failed); every 4xx, whether the
 pipeline refused it (unknown model) or the request schema did (a bad value, text that is not
 Unicode), is a client error, counted apart, and every request is one of ok, failed, client error."""
 
@@ -9,6 +10,7 @@ import pytest
 from conftest import UvicornServer
 from test_reliability import instant_upstream, instant_upstream_process  # noqa: F401  (the fixture)
 
+from bench.upstream import USAGE
 from gateway.api import create_app
 from gateway.config import parse_config
 
@@ -44,4 +46,7 @@ def test_failed_is_5xx_and_client_errors_are_every_4xx(gateway):
         series = client.get("/dashboard/data").json()["series"]
     assert (totals["requests"], totals["ok"], totals["failed"], totals["client_errors"]) == (5, 1, 1, 3)
     assert sum(p["requests"] for p in series) == 5
+    # no `pricing:`: $0.00 says nothing, the tokens the large tier did not have to process do
+    assert (totals["priced"], totals["savings_usd"]) == (False, 0.0)
+    assert totals["large_tokens_avoided"] == USAGE["total_tokens"]  # the one answer, from the small tier
     assert (sum(p["failed"] for p in series), sum(p["client_errors"] for p in series)) == (1, 3)

@@ -42,6 +42,8 @@ def dashboard_data(metrics: Metrics, timeline: Timeline) -> dict[str, Any]:
             "small": ok.get("small", 0.0), "large": ok.get("large", 0.0), "cached": ok.get("cached", 0.0),
             "hit_rate": (cache.get("hit", 0.0) + cache.get("semantic_hit", 0.0)) / lookups if lookups else None,
             "cost_usd": cost, "baseline_usd": baseline, "savings_usd": baseline - cost,
+            "priced": baseline > 0 or cost > 0,  # false without `pricing:`: savings show in tokens only
+            "large_tokens_avoided": _total(registry, "turnout_large_tokens_avoided_total"),
             "acceptance": accepted / drafted if drafted else None,
             "prompt_reuse": reused / prompt if prompt else None,  # prompt tokens from a prefix cache
             "p50_s": histogram_quantile(0.50, buckets), "p95_s": histogram_quantile(0.95, buckets),
