@@ -1,7 +1,7 @@
-"""Savings without prices are large-tier tokens avoided. The dashboard's "failed" is 5xx only (the
-gateway or a backend failed); every 4xx, whether the
+"""The dashboard's "failed" is 5xx only (the gateway or a backend failed); every 4xx, whether the
 pipeline refused it (unknown model) or the request schema did (a bad value, text that is not
-Unicode), is a client error, counted apart, and every request is one of ok, failed, client error."""
+Unicode), is a client error, counted apart, and every request is one of ok, failed, client error.
+Savings without prices are large-tier tokens avoided."""
 
 from __future__ import annotations
 
