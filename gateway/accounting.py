@@ -30,6 +30,7 @@ from gateway.types import BackendRequest, StreamEvent
 from gateway.usage import Pricing, UsageEntry, UsageLedger
 
 CACHED = ("hit", "semantic-hit")
+LARGE = "large"  # the tier savings are counted against: what every request would otherwise have used
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Accountant:
         baseline = self.pricing.baseline(prompt, completion) if outcome.ok else 0.0
         self._observe(request, outcome, cost, baseline)
         speculative = (outcome.usage or {}).get("speculative") or {} if served else {}
-        self.timeline.add(Sample(outcome.tier, outcome.cache, outcome.ok, outcome.duration_s, cost, baseline,
+        self.timeline.add(Sample(outcome.tier, outcome.cache, outcome.status, outcome.duration_s, cost, baseline,
                                  int(speculative.get("num_draft_tokens", 0)),
                                  int(speculative.get("num_accepted_tokens", 0))))
         source = ("served" if served else outcome.cache) if outcome.ok else "failed"
@@ -102,6 +103,12 @@ class Accountant:
                            prompt if outcome.ok else 0, completion if outcome.ok else 0)
         self.ledger.record(caller.account, entry)
         await self.limiter.settle(admission, prompt + completion if outcome.usage else None)
+
+    def refused(self, error: APIError) -> None:
+        """A request the schema refused before it had a route or a meter: a client error all the same,
+        on /metrics (`turnout_invalid_requests`) and in the dashboard's timeline."""
+        self.metrics.invalid_requests.labels(error.code or "invalid_request").inc()
+        self.timeline.add(Sample(None, None, error.status, 0.0))
 
     def book_later(self, caller: Caller, request: BackendRequest, admission: Admission, outcome: Outcome) -> None:
         """`book` from a task of its own, for a request whose own task is being cancelled."""
@@ -128,9 +135,11 @@ class Accountant:
         if not outcome.ok:
             return
         m.baseline_cost.inc(baseline)
+        prompt, completion = outcome.tokens()
+        if outcome.cached or outcome.tier != LARGE:
+            m.large_tokens_avoided.inc(prompt + completion)
         if outcome.cached:
             return
-        prompt, completion = outcome.tokens()
         m.tokens.labels(tier, model, "prompt").inc(prompt)
         m.tokens.labels(tier, model, "completion").inc(completion)
         m.cost.labels(tier, model).inc(cost)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,11 +18,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.backends.base import BackendError
+from gateway.text import INVALID_TEXT
 
 # pydantic names the member of a union that failed (`stop.str`, `content.list[...]`): not a param.
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|function-.*)$")
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention for a client that hung up; nobody is there to read it
+
+
+def is_failure(status: int) -> bool:
+    """A request the gateway or a backend failed (5xx), as the dashboard counts "failed". A 4xx (a
+    bad request, a refused key, a quota, a client that hung up: 499) is the client's, counted apart."""
+    return status >= 500
+
+
+def is_client_error(status: int) -> bool:
+    return 400 <= status < 500
 
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -67,6 +79,12 @@ def model_not_found(model: str) -> APIError:
                     param="model", code="model_not_found")
 
 
+def server_shutting_down() -> APIError:
+    """The last event of a stream still running when the server's graceful shutdown ran out."""
+    return APIError(503, "The server is shutting down: this stream was cut off before it finished. "
+                         "Retry the request.", code="server_shutting_down")
+
+
 def context_length_message(limit: int, prompt_tokens: int, completion_tokens: int) -> str:
     """OpenAI's wording for code `context_length_exceeded`, which clients match on."""
     return (f"This model's maximum context length is {limit} tokens. However, you requested "
@@ -74,10 +92,14 @@ def context_length_message(limit: int, prompt_tokens: int, completion_tokens: in
             "in the completion). Please reduce the length of the messages or completion.")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+InvalidHook = Callable[[Request, APIError], None]
+
+
+def install_error_handlers(app: FastAPI, on_invalid: InvalidHook | None = None) -> None:
+    """`on_invalid(request, error)` sees every body the schema refused: nothing else books those."""
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(BackendError, _backend_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler(on_invalid))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(UnicodeEncodeError, _unencodable_text)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -93,9 +115,16 @@ async def _backend_error(_: Request, exc: Exception) -> JSONResponse:
     return APIError.from_backend(exc).response()
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    return validation_error(exc.errors()).response()
+def _validation_error_handler(on_invalid: InvalidHook | None) -> Callable[[Request, Exception],
+                                                                            Awaitable[JSONResponse]]:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        error = validation_error(exc.errors())
+        if on_invalid is not None:
+            on_invalid(request, error)
+        return error.response()
+
+    return handle
 
 
 def validation_error(errors: Any) -> APIError:
@@ -105,6 +134,8 @@ def validation_error(errors: Any) -> APIError:
         return APIError(400, "We could not parse the JSON body of your request. "
                              "(HINT: This likely means you aren't using your HTTP library correctly.)")
     loc = [part for part in first.get("loc", ()) if part != "body" and not _UNION_TAG.match(str(part))]
+    if first.get("type") == INVALID_TEXT:  # checked on the whole body: the field is in its context
+        loc += list(first.get("ctx", {}).get("loc", ()))
     param = _param_path(loc)
     message = first.get("msg", "invalid value").removeprefix("Value error, ")
     missing = first.get("type") == "missing"
@@ -131,7 +162,9 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unencodable_text(request: Request, exc: Exception) -> JSONResponse:
     """JSON can spell an unpaired surrogate (`"\\ud800"`), which parses into a str that no UTF-8
-    encoder accepts (cache keys, the upstream request): the client's input, so a 400, not a 500."""
+    encoder accepts (cache keys, the upstream request): the client's input, so a 400, not a 500.
+    Request bodies are refused at their schema, naming the field (gateway/text.py); this catches
+    what is not a body (a header)."""
     assert isinstance(exc, UnicodeEncodeError)
     if "surrogate" not in exc.reason:
         return await _unexpected_error(request, exc)

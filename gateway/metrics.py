@@ -63,6 +63,8 @@ class Metrics:
         self.spec_accepted_per_position = Counter("turnout_spec_decode_num_accepted_tokens_per_pos",
                                                   "Draft tokens accepted at each draft position",
                                                   [*spec, "position"], registry=r)
+        self.invalid_requests = Counter("turnout_invalid_requests", "API requests refused with 400 before routing "
+                                        "(their body did not validate), by error code", ["code"], registry=r)
         self.backend_errors = Counter("turnout_backend_errors", "Backend failures by HTTP status",
                                       ["tier", "model", "status"], registry=r)
         self.fallbacks = Counter("turnout_fallbacks", "Requests moved to another tier after a failure",
@@ -79,6 +81,9 @@ class Metrics:
                                     "(limits and usage fail open)", ["component"], registry=r)
         self.cost = Counter("turnout_cost_usd", "Estimated cost of served requests (pricing config)",
                             ["tier", "model"], registry=r)
+        self.large_tokens_avoided = Counter("turnout_large_tokens_avoided", "Tokens of requests answered without "
+                                            "the large tier (cache hits, the small tier): savings that need "
+                                            "no prices", registry=r)
         self.baseline_cost = Counter("turnout_baseline_cost_usd", "Cost had every request, cache hits included, "
                                      "gone to the baseline (large) model", registry=r)
 

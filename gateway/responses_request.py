@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from gateway.text import ValidText
 from gateway.types import BackendRequest
 
 
@@ -92,7 +93,7 @@ _ITEM_TYPES = ("message", "function_call", "function_call_output")  # tuples: a 
 _TEXT_PARTS = ("input_text", "output_text")
 
 
-class ResponsesRequest(BaseModel):
+class ResponsesRequest(ValidText):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from gateway.answers import judge_route
@@ -34,11 +35,13 @@ if TYPE_CHECKING:  # both import torch; loaded only when configured
 
 log = logging.getLogger("turnout")
 
+READY_POLL_S = 0.5  # how often `wait_ready` asks `readiness()`: the ready line is at most this late
+
 
 class Runtime:
     """Owns everything with a lifetime: backends, cache connection, prompt encoder, governance."""
 
-    def __init__(self, config: TurnoutConfig):
+    def __init__(self, config: TurnoutConfig, *, on_ready: Callable[[Readiness], Awaitable[None]] | None = None):
         """Raises ValueError (MissingExtra among them) for a config that validates but cannot be served."""
         self.config = config
         with needs_engine(f"routing.router {config.routing.router!r}"):
@@ -64,19 +67,37 @@ class Runtime:
         self.governance = Governance(config, cache_stats=self._cache_stats)
         self.governance.metrics.registry.register(DeploymentMetrics(self.balancer.replicas))
         self._starting: asyncio.Task[None] | None = None
+        self._announcing: asyncio.Task[None] | None = None
+        self.on_ready = on_ready  # the CLI prints its "ready" line from it
 
     def _cache_stats(self) -> dict[str, int] | None:
         cache = self.cache.get()
         return None if cache is None else dict(cache.stats)
 
     async def start(self) -> None:
-        """Begin loading in the background; returns at once."""
+        """Begin loading in the background; returns at once. `on_ready`, when set, runs once when
+        /ready would first answer 200."""
         self._starting = asyncio.create_task(self._start_all(), name="turnout-start")
+        if self.on_ready is not None:
+            self._announcing = asyncio.create_task(self._announce(self.on_ready), name="turnout-ready")
+
+    async def wait_ready(self) -> Readiness:
+        """Once startup has run, poll `readiness()` until it is ready (a remote backend or Redis may
+        come up later than its first check)."""
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
+        while not (readiness := await self.readiness()).ready:
+            await asyncio.sleep(READY_POLL_S)
+        return readiness
+
+    async def _announce(self, on_ready: Callable[[Readiness], Awaitable[None]]) -> None:
+        await on_ready(await self.wait_ready())
 
     async def close(self) -> None:
-        if self._starting is not None:
-            self._starting.cancel()
-            await asyncio.gather(self._starting, return_exceptions=True)
+        for task in (self._announcing, self._starting):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.health.close()
         if self.shadow is not None:
             await self.shadow.close()

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gateway.text import ValidText
 from gateway.types import BackendRequest, RequestKind
 
 # Fields that shape the HTTP exchange rather than the generation; they never reach a backend.
@@ -30,7 +31,7 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
-class GenerationRequest(BaseModel):
+class GenerationRequest(ValidText):
     """Fields shared by chat and text completions, with OpenAI's ranges."""
 
     model_config = ConfigDict(extra="allow")

@@ -118,16 +118,20 @@ def test_dashboard_renders_live_data(gateway, tmp_path):
 def test_timeline_points_cover_quiet_intervals():
     now = [1000.0]
     timeline = Timeline(bucket_s=10, buckets=4, clock=lambda: now[0])
-    timeline.add(Sample("small", "miss", True, 2.0, cost_usd=1.0, baseline_usd=3.0, draft_tokens=8, accepted_tokens=6))
-    timeline.add(Sample("large", "hit", True, 0.5, baseline_usd=3.0))
+    timeline.add(Sample("small", "miss", 200, 2.0, cost_usd=1.0, baseline_usd=3.0, draft_tokens=8, accepted_tokens=6))
+    timeline.add(Sample("large", "hit", 200, 0.5, baseline_usd=3.0))
     now[0] = 1031.0  # two quiet intervals later
-    timeline.add(Sample("small", None, False, 1.0))
+    timeline.add(Sample("small", None, 502, 1.0))
+    timeline.add(Sample("small", None, 429, 0.1))
+    timeline.add(Sample("small", None, 499, 0.1))
     points = timeline.series()
     assert [p["t"] for p in points] == [1000, 1010, 1020, 1030]
     assert points[0] | {"t": 1000} == {
-        "t": 1000, "requests": 2, "small": 1, "large": 0, "cached": 1, "errors": 0, "hit_rate": 0.5,
+        "t": 1000, "requests": 2, "small": 1, "large": 0, "cached": 1, "failed": 0, "client_errors": 0,
+        "hit_rate": 0.5,
         "cost_usd": 1.0, "savings_usd": 5.0, "acceptance": 0.75, "p50_s": 0.5, "p95_s": 2.0}
-    assert points[1]["requests"] == 0 and points[1]["p95_s"] is None and points[3]["errors"] == 1
+    assert points[1]["requests"] == 0 and points[1]["p95_s"] is None
+    assert (points[3]["failed"], points[3]["client_errors"]) == (1, 2)
     now[0] = 1100.0
     assert [p["t"] for p in timeline.series()] == [1070, 1080, 1090, 1100]  # the ring keeps the last 4
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from rich.filesize import decimal
 
 from engine import cli, store
 
@@ -151,6 +152,31 @@ def test_concurrent_pulls_take_turns(empty_home: Path) -> None:
     assert _built_entries(empty_home) == []
 
 
+def test_pull_says_what_it_fetches_before_pip_does(empty_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    for key, value in UNREACHABLE_REGISTRY.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(store.RegistryUnreachable):
+        store.pull(SMOL.name, progress=True)
+    err = capfd.readouterr().err
+    first = err.splitlines()[0]
+    assert first.startswith(f"turnout: fetching {SMOL.name} ({SMOL.gguf_file}")
+    assert SMOL.source in first and "sha256" in first
+
+
+def test_models_list_piped_shows_whole_rows_and_size_on_disk(smol_dir: Path) -> None:
+    """Not a tty and no $COLUMNS: rich used to cut the table at 80 columns."""
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    listing = subprocess.run([sys.executable, "-m", "gateway.cli", "models", "list"], env=env, check=True,
+                             capture_output=True, text=True).stdout
+    row = next(line for line in listing.splitlines() if SMOL.name in line)
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    on_disk = store.disk_usage(smol_dir)
+    assert cells == [SMOL.name, decimal(SMOL.size), decimal(on_disk), SMOL.source, "yes", str(smol_dir)]
+    assert on_disk > SMOL.size  # float32 weights: the converted model is bigger than its Q4 download
+    assert next(info for info in store.list_models() if info.name == SMOL.name).disk_size == on_disk
+
+
 def test_registry_unreachable(empty_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in UNREACHABLE_REGISTRY.items():
         monkeypatch.setenv(key, value)
@@ -241,7 +267,7 @@ def _cli(*argv: str) -> int:
 
 def test_cli_list_and_pull_errors(empty_home: Path, capsys: pytest.CaptureFixture[str],
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "200")  # rich would fold the table to 80 columns when not on a tty
+    monkeypatch.delenv("COLUMNS", raising=False)
     assert _cli("models", "list") == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in store.BUILTIN_MODELS)

@@ -11,12 +11,13 @@ response keeps listening the same way while it sends (`HangUpStreamingResponse`)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 GRACE_S = 0.02
 
@@ -78,8 +79,33 @@ class HangUpStreamingResponse(StreamingResponse):
     ASGI 2.3, whose send() stays silent once the client is gone), which costs a short stream more than
     its rendering does; this one starts listening only after the grace period."""
 
+    def __init__(self, content: AsyncIterator[bytes], *, interrupted: Callable[[], bytes] | None = None,
+                 **kwargs: Any):
+        """`interrupted()`: the last bytes of a stream the server cuts off (see `__call__`)."""
+        super().__init__(content, **kwargs)
+        self.interrupted = interrupted
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with HangUp(Request(scope, receive)):
-            await self.stream_response(send)
+        """A cancellation that is not the client hanging up comes from the server: uvicorn cancels
+        what still runs when its graceful shutdown times out. The client is still reading then, so the
+        stream ends with `interrupted()` (an in-band error event) and a proper end of body instead of
+        a cut connection; the task then ends normally, its work stopped."""
+        hangup, started = HangUp(Request(scope, receive)), False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            with hangup:
+                await self.stream_response(tracked)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if hangup.happened or not started or self.interrupted is None or task is None:
+                raise
+            task.uncancel()
+            await send({"type": "http.response.body", "body": self.interrupted(), "more_body": False})
+            return
         if self.background is not None:
             await self.background()

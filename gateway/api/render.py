@@ -57,6 +57,10 @@ class Renderer:
             yield sse(self._envelope([], usage=usage))
         yield DONE
 
+    def interrupted(self, error: APIError) -> bytes:
+        """The last bytes of a stream cut off from outside (server shutdown): an in-band error event."""
+        return sse_error(error)
+
     def _chunks(self, event: StreamEvent, started: set[int]) -> list[dict[str, Any]]:
         extra = dict(event.extra or {})
         index, logprobs = extra.pop("index", 0), extra.pop("logprobs", None)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
 
+from gateway.errors import APIError
 from gateway.responses_request import ResponsesRequest
 from gateway.types import StreamEvent
 
@@ -104,6 +105,8 @@ class ResponsesRenderer:
         self.request = request
         self.id = "resp_" + uuid.uuid4().hex
         self.created_at = int(time.time())
+        self._sequence = iter(range(1 << 62))  # the stream's sequence_number, and what it has output
+        self._output = _Output()
 
     async def collect(self, events: AsyncIterator[StreamEvent]) -> dict[str, Any]:
         """The whole response; raises BackendError if the stream fails."""
@@ -117,31 +120,38 @@ class ResponsesRenderer:
         return self._finished(output)
 
     async def sse(self, events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
-        sequence = iter(range(1 << 62))
-
-        def emit(kind: str, fields: dict[str, Any]) -> bytes:
-            return sse({"type": kind, "sequence_number": next(sequence), **fields}, event=kind)
-
+        emit, output = self._emit, self._output
         yield emit("response.created", {"response": self._response("in_progress", [])})
         yield emit("response.in_progress", {"response": self._response("in_progress", [])})
-        output = _Output()
         async with aclosing(events):  # type: ignore[type-var]
             try:
                 async for event in events:
                     for kind, fields in output.add(event):
                         yield emit(kind, fields)
             except Exception as exc:
-                error = in_band_error(exc)
-                yield emit("error", {"code": error.code or error.type, "message": error.message,
-                                     "param": error.param})
-                failed = self._response("failed", output.items)
-                failed["error"] = {"code": error.code or "server_error", "message": error.message}
-                yield emit("response.failed", {"response": failed})
+                for chunk in self._failure(in_band_error(exc)):
+                    yield chunk
                 return
         for kind, fields in output.close():
             yield emit(kind, fields)
         response = self._finished(output)
         yield emit(f"response.{response['status']}", {"response": response})
+
+    def interrupted(self, error: APIError) -> bytes:
+        """The last bytes of a stream cut off from outside (server shutdown), as a failure's."""
+        return b"".join(self._failure(error))
+
+    def _failure(self, error: APIError) -> tuple[bytes, bytes]:
+        """How a stream that fails ends: `error`, then `response.failed` with the output so far,
+        numbered on from the events already sent."""
+        failed = self._response("failed", self._output.items)
+        failed["error"] = {"code": error.code or "server_error", "message": error.message}
+        return (self._emit("error", {"code": error.code or error.type, "message": error.message,
+                                     "param": error.param}),
+                self._emit("response.failed", {"response": failed}))
+
+    def _emit(self, kind: str, fields: dict[str, Any]) -> bytes:
+        return sse({"type": kind, "sequence_number": next(self._sequence), **fields}, event=kind)
 
     # --- objects ---------------------------------------------------------------------------------
 

@@ -13,17 +13,18 @@ from fastapi.responses import JSONResponse, Response
 from gateway.auth import Caller
 from gateway.backends.base import BackendError
 from gateway.cache import cache_mode_from_headers
-from gateway.errors import CLIENT_CLOSED_REQUEST, APIError, model_not_found
+from gateway.errors import CLIENT_CLOSED_REQUEST, APIError, model_not_found, server_shutting_down
 from gateway.pipeline import Pipeline, RequestContext
 from gateway.responses_request import ResponsesRequest
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
 
 from .access import Authenticated, governance, runtime
 from .hangup import HangUp, HangUpStreamingResponse
+from .json_body import LenientJSONRoute
 from .render import Renderer, render_json
 from .render_responses import ResponsesRenderer
 
-router = APIRouter()
+router = APIRouter(route_class=LenientJSONRoute)
 _STARTED = int(time.time())
 
 
@@ -96,7 +97,8 @@ async def _generate(body: GenerationRequest | ResponsesRequest, request: Request
         if body.stream:  # from here on the response's own HangUp cancels the stream
             hangup.stop()
             return HangUpStreamingResponse(renderer.sse(reply.events), media_type="text/event-stream",
-                                     headers={**reply.headers, "cache-control": "no-cache"})
+                                           headers={**reply.headers, "cache-control": "no-cache"},
+                                           interrupted=lambda: renderer.interrupted(server_shutting_down()))
         try:
             payload = await renderer.collect(reply.events)
         except BackendError as exc:

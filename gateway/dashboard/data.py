@@ -10,6 +10,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from gateway.dashboard.timeline import Timeline
+from gateway.errors import is_client_error, is_failure
 from gateway.metrics import Metrics
 
 CACHED = ("hit", "semantic-hit")
@@ -27,16 +28,22 @@ def dashboard_data(metrics: Metrics, timeline: Timeline) -> dict[str, Any]:
     prompt = _sum(registry, "turnout_tokens_total", by="type").get("prompt", 0.0)
     reused = _total(registry, "turnout_prompt_cached_tokens_total")
     buckets = _histogram(registry, "turnout_request_duration_seconds", lambda labels: labels["status"] == "200")
-    requests = _total(registry, "turnout_requests_total")
+    by_status = _sum(registry, "turnout_requests_total", by="status")
+    invalid = _total(registry, "turnout_invalid_requests_total")  # the schema's refusals: no status label
+    failed = sum(count for status, count in by_status.items() if is_failure(int(status)))
+    client_errors = invalid + sum(count for status, count in by_status.items() if is_client_error(int(status)))
     return {
         "now": time.time(),
         "bucket_s": timeline.bucket_s,
         "totals": {
-            "requests": requests,
-            "errors": requests - sum(ok.values()),
+            # requests = ok + failed + client_errors; "failed" is 5xx only (gateway.errors.is_failure)
+            "requests": sum(by_status.values()) + invalid, "ok": sum(ok.values()),
+            "failed": failed, "client_errors": client_errors,
             "small": ok.get("small", 0.0), "large": ok.get("large", 0.0), "cached": ok.get("cached", 0.0),
             "hit_rate": (cache.get("hit", 0.0) + cache.get("semantic_hit", 0.0)) / lookups if lookups else None,
             "cost_usd": cost, "baseline_usd": baseline, "savings_usd": baseline - cost,
+            "priced": baseline > 0 or cost > 0,  # false without `pricing:`: savings show in tokens only
+            "large_tokens_avoided": _total(registry, "turnout_large_tokens_avoided_total"),
             "acceptance": accepted / drafted if drafted else None,
             "prompt_reuse": reused / prompt if prompt else None,  # prompt tokens from a prefix cache
             "p50_s": histogram_quantile(0.50, buckets), "p95_s": histogram_quantile(0.95, buckets),

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.errors import is_client_error, is_failure
+
 RESERVOIR = 1024  # latencies kept per bucket: p95 of 1024 samples is within a percent or two
 
 
@@ -24,12 +26,16 @@ class Sample:
 
     tier: str | None
     cache: str | None  # hit, semantic-hit, miss, bypass; None without a cache step
-    ok: bool
+    status: int  # the HTTP status it ended with (499: the client hung up)
     duration_s: float
     cost_usd: float = 0.0
     baseline_usd: float = 0.0
     draft_tokens: int = 0
     accepted_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
 
     @property
     def cached(self) -> bool:
@@ -44,7 +50,8 @@ class Bucket:
     large: int = 0
     cached: int = 0
     cache_lookups: int = 0
-    errors: int = 0
+    failed: int = 0  # 5xx: the gateway or a backend failed (gateway.errors.is_failure)
+    client_errors: int = 0  # 4xx, 499 included
     cost_usd: float = 0.0
     baseline_usd: float = 0.0
     draft_tokens: int = 0
@@ -55,7 +62,8 @@ class Bucket:
     def add(self, sample: Sample, rng: random.Random) -> None:
         self.requests += 1
         if not sample.ok:
-            self.errors += 1
+            self.failed += is_failure(sample.status)
+            self.client_errors += is_client_error(sample.status)
             return
         if sample.cached:
             self.cached += 1
@@ -79,7 +87,7 @@ class Bucket:
         latencies = sorted(self.latencies)
         return {
             "t": self.start, "requests": self.requests, "small": self.small, "large": self.large,
-            "cached": self.cached, "errors": self.errors,
+            "cached": self.cached, "failed": self.failed, "client_errors": self.client_errors,
             "hit_rate": _ratio(self.cached, self.cache_lookups),
             "cost_usd": self.cost_usd, "savings_usd": self.baseline_usd - self.cost_usd,
             "acceptance": _ratio(self.accepted_tokens, self.draft_tokens),
