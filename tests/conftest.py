@@ -88,6 +88,19 @@ def running_gateway(config_yaml: str) -> Iterator[UvicornServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def embedded_gateway(tiny_model: str) -> Iterator[UvicornServer]:
+    """Both tiers on the embedded tiny model, the length router, the exact cache on: a module's own gateway."""
+    with running_gateway(f"""
+tiers:
+  small: {{deployments: [{{kind: embedded, model: {tiny_model}}}]}}
+  large: {{deployments: [{{kind: embedded, model: {tiny_model}}}]}}
+routing: {{router: length}}
+cache: {{semantic_enabled: false}}
+""") as server:
+        yield server
+
+
 class TurnoutProcess:
     """`python -m gateway.cli ARGS` as a child process, stopped with SIGTERM (then SIGKILL)."""
 

@@ -9,7 +9,7 @@ import json
 
 import openai
 import pytest
-from conftest import UvicornServer, running_gateway
+from conftest import UvicornServer
 
 from gateway.api.render_responses import ResponsesRenderer
 from gateway.backends.base import BackendError
@@ -20,20 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def gateway(tiny_model: str):
-    with running_gateway(f"""
-tiers:
-  small: {{deployments: [{{kind: embedded, model: {tiny_model}}}]}}
-  large: {{deployments: [{{kind: embedded, model: {tiny_model}}}]}}
-routing: {{router: length}}
-cache: {{semantic_enabled: false}}
-""") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def client(gateway: UvicornServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.base_url, api_key="sk-responses", max_retries=0)
+def client(embedded_gateway: UvicornServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=embedded_gateway.base_url, api_key="sk-responses", max_retries=0)
 
 
 def test_a_response_is_the_chat_completion_of_the_same_conversation(client, tiny_model):

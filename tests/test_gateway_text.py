@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import UvicornServer, running_gateway
+from conftest import UvicornServer
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
@@ -23,20 +23,8 @@ LONE = "a\ud800b"
 
 
 @pytest.fixture(scope="module")
-def gateway(tiny_model: str):
-    with running_gateway(f"""
-tiers:
-  small: {{deployments: [{{kind: embedded, model: {tiny_model}}}]}}
-  large: {{deployments: [{{kind: embedded, model: {tiny_model}}}]}}
-routing: {{router: length}}
-cache: {{semantic_enabled: false}}
-""") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def client(gateway: UvicornServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.base_url, api_key="sk-text", max_retries=0)
+def client(embedded_gateway: UvicornServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=embedded_gateway.base_url, api_key="sk-text", max_retries=0)
 
 
 # (endpoint, body, the field holding LONE, the SDK's types for a reply and a stream event)
@@ -90,24 +78,24 @@ def test_lone_surrogate_is_400_naming_the_field(client, case, stream, temperatur
 
 @pytest.mark.parametrize("path", ["/chat/completions", "/completions", "/responses"])
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
-def test_invalid_utf8_is_400_naming_the_field(gateway, path, stream):
+def test_invalid_utf8_is_400_naming_the_field(embedded_gateway, path, stream):
     text = {"/chat/completions": b'"messages": [{"role": "user", "content": "caf\xe9 \xff"}]',
             "/completions": b'"prompt": "caf\xe9 \xff"', "/responses": b'"input": "caf\xe9 \xff"'}[path]
     param = {"/chat/completions": "messages[0].content", "/completions": "prompt", "/responses": "input"}[path]
     body = b'{"model": "auto", "stream": ' + (b"true" if stream else b"false") + b", " + text + b"}"
-    response = httpx.post(gateway.base_url + path, content=body, headers={"content-type": "application/json"},
+    response = httpx.post(embedded_gateway.base_url + path, content=body, headers={"content-type": "application/json"},
                           timeout=60)
     assert response.status_code == 400
     assert response.json()["error"] | {"message": ""} == {"message": "", "type": "invalid_request_error",
                                                          "param": param, "code": "invalid_value"}
 
 
-def test_bad_text_is_a_client_error_not_a_backend_error(gateway, client):
+def test_bad_text_is_a_client_error_not_a_backend_error(embedded_gateway, client):
     with pytest.raises(openai.BadRequestError):
         client.post("/chat/completions", content=_escaped({"model": "auto", "messages": [
             {"role": "user", "content": LONE}]}), cast_to=ChatCompletion,
             options={"headers": {"content-type": "application/json"}})
-    samples = scrape(gateway.url)
+    samples = scrape(embedded_gateway.url)
     assert total(samples, "turnout_backend_errors_total") == 0
     assert not [labels for labels, value in samples.get("turnout_requests_total", [])
                 if labels["status"].startswith("5") and value]

@@ -5,7 +5,6 @@ large model that holds its answers until the test lets them go)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 import time
@@ -17,7 +16,7 @@ import pytest
 from conftest import UvicornServer
 from scrape import scrape, total
 from starlette.requests import Request
-from test_cascade import ScriptedUpstream, stream_reply
+from test_cascade import ScriptedUpstream, gateway, stream_reply
 
 from gateway.api import create_app
 from gateway.config import parse_config
@@ -69,12 +68,6 @@ def config_text(url: str, sink: Path, large: str = "large-model", shadow: str = 
             f"routing: {{router: none, shadow: {{fraction: 1.0, sink: '{sink}'{shadow}}}}}\n")
 
 
-@contextlib.contextmanager
-def gateway(text: str) -> Iterator[UvicornServer]:
-    with UvicornServer(create_app(parse_config(text))) as server:
-        yield server
-
-
 def ask(server: UvicornServer, content: str, api_key: str = "k", **headers: str) -> str:
     client = openai.OpenAI(base_url=server.base_url, api_key=api_key, max_retries=0, default_headers=headers)
     reply = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": content}])
@@ -94,7 +87,7 @@ def rows_when(sink: Path, count: int) -> dict[str, list[dict]]:
 
 
 def test_a_sampled_reply_is_judged_against_the_other_tier_into_the_tenants_own_file(upstream, tmp_path):
-    with gateway(config_text(upstream.server.base_url, tmp_path)) as server:
+    with gateway(config_text(upstream.server.base_url, tmp_path)) as (server, _):
         assert ask(server, "What is 2+2?", api_key="key-one") == "small-sure:The answer is here."
         assert ask(server, "Name a colour.", api_key="key-two") == "small-sure:The answer is here."
         by_file = rows_when(tmp_path, 2)
@@ -112,7 +105,7 @@ def test_a_sampled_reply_is_judged_against_the_other_tier_into_the_tenants_own_f
 
 
 def test_no_store_requests_are_never_shadowed(upstream, tmp_path):
-    with gateway(config_text(upstream.server.base_url, tmp_path)) as server:
+    with gateway(config_text(upstream.server.base_url, tmp_path)) as (server, _):
         ask(server, "Keep this to yourself.", **{"Cache-Control": "no-store"})
         ask(server, "What is 2+2?")
         rows = rows_when(tmp_path, 1)
@@ -126,7 +119,7 @@ def test_the_client_has_its_whole_reply_while_the_shadow_is_still_waiting(upstre
     upstream.release.clear()
     text = config_text(upstream.server.base_url, tmp_path, large="large-held", shadow=", queue: 1")
     try:
-        with gateway(text) as server:
+        with gateway(text) as (server, _):
             assert ask(server, "first") == "small-sure:The answer is here."
             deadline = time.monotonic() + WAIT_S
             while upstream.held < 1:  # the shadow of "first" is now being answered, and held
