@@ -35,7 +35,6 @@ class Cascade:
     def __init__(self, failover: Failover, config: CascadeConfig):
         self.failover = failover
         self.config = config
-        self.min_mean_logprob = math.log(config.confidence)
 
     def applies(self, route: Route, request: BackendRequest) -> bool:
         """Chat requests the router sent small, with one choice and a large tier to escalate to."""
@@ -74,7 +73,7 @@ class CascadeServing:
                 if self._confidence is None:
                     metrics.record_cascade("unscored")
                 else:
-                    if math.log(self._confidence) < self._cascade.min_mean_logprob:
+                    if self._confidence < self._cascade.config.confidence:
                         metrics.record_cascade("escalated")
                         held = []
                     else:
