@@ -19,8 +19,8 @@ import numpy as np
 
 from router_models.baselines import PromptLengthRouter, RandomRouter
 from router_models.data import OutcomeData, load_outcomes
+from router_models.derived import cache_root
 from router_models.embedding_cache import cached_embed
-from router_models.encoder import DEFAULT_CACHE_DIR
 from router_models.evaluate import routing_metrics
 from router_models.surprisal import DEFAULT_MAX_TOKENS, SurprisalEncoder, SurprisalRouter
 
@@ -51,9 +51,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     parser.add_argument("--chunk", type=int, default=32, help="prompts per cache write")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument("--cache-dir", type=Path, help="default: $TURNOUT_HOME (the model store's home)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    args.cache_dir = cache_root(args.cache_dir)
 
     import torch
 
