@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
@@ -25,6 +25,7 @@ from engine.messages import user_turns
 
 from . import ROUTER_NAMES, WEIGHTS_DIR, load_router
 from .conversation import TurnsMode, score_conversations
+from .data import OutcomeData
 from .transfer import data_digest
 
 
@@ -32,7 +33,7 @@ class InputError(ValueError):
     """A problem with a user-supplied file, reported as one line with its location."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     router = subparsers.add_parser("router", help="score, train, evaluate and calibrate prompt routers")
     commands = router.add_subparsers(dest="router_command", required=True, metavar="ACTION")
 
@@ -335,7 +336,7 @@ def record_turns(record: dict[str, Any]) -> list[str]:
     return [record["prompt"]] if isinstance(record.get("prompt"), str) else user_turns(record["messages"])
 
 
-def _load_data(path: str, args: argparse.Namespace):
+def _load_data(path: str, args: argparse.Namespace) -> OutcomeData:
     from .data import load_outcomes
 
     if not Path(path).exists():
@@ -382,7 +383,7 @@ def _print_table(table: dict[str, dict[str, Any]], ranking: Sequence[Any]) -> No
 _MARKS = {"scored": "", "cv": "†", "in-sample": "*"}
 
 
-def _reporting_errors(run) -> int:
+def _reporting_errors(run: Callable[[], int]) -> int:
     try:
         return run()
     except (InputError, ValueError) as exc:
