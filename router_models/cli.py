@@ -26,6 +26,7 @@ from engine.messages import user_turns
 from . import ROUTER_NAMES, WEIGHTS_DIR, load_router
 from .conversation import TurnsMode, score_conversations
 from .data import OutcomeData
+from .jsonl import json_lines
 from .transfer import data_digest
 
 
@@ -308,18 +309,11 @@ def read_prompt_records(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     records = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not (isinstance(record.get("prompt"), str) or _chat(record)):
-                raise InputError(f'{path}:{line_no}: expected an object with a string "prompt" or a "messages" '
-                                 'list with a user turn')
-            records.append(record)
+    for line_no, record in json_lines(path):
+        if not isinstance(record, dict) or not (isinstance(record.get("prompt"), str) or _chat(record)):
+            raise InputError(f'{path}:{line_no}: expected an object with a string "prompt" or a "messages" '
+                             'list with a user turn')
+        records.append(record)
     if not records:
         raise InputError(f"{path}: no prompts (the file is empty)")
     return records

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .jsonl import json_lines
+
 CONTAMINATION_FILE = "contaminated_prompts.jsonl"
 SUFFIXES = (".csv", ".jsonl")
 GROUP_COLUMNS = ("subject", "group", "category", "dataset")
@@ -115,16 +117,10 @@ def _read_rows(file: Path) -> Iterable[dict[str, Any]]:
 
 def _parse_rows(file: Path) -> Iterable[dict[str, Any]]:
     if file.suffix == ".jsonl":
-        with file.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{file}:{line_no}: not JSON ({exc.msg})") from None
-                    if not isinstance(row, dict):
-                        raise ValueError(f"{file}:{line_no}: expected a JSON object")
-                    yield row
+        for line_no, row in json_lines(file):
+            if not isinstance(row, dict):
+                raise ValueError(f"{file}:{line_no}: expected a JSON object")
+            yield row
     else:
         with file.open(encoding="utf-8", newline="") as f:
             yield from csv.DictReader(f)
