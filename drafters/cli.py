@@ -31,10 +31,10 @@ def eval_command(args: argparse.Namespace) -> int:
 
     from drafters.evaluate import evaluate
     from engine.loader import load_model
-    from engine.speculative import SpeculativeConfig
+    from engine.speculative import Method, SpeculativeConfig
     from engine.store import resolve
 
-    method = args.method or ("draft_model" if args.draft else "ngram")
+    method: Method = args.method or ("draft_model" if args.draft else "ngram")
     config = SpeculativeConfig(method=method, draft_model=args.draft, num_speculative_tokens=args.k)
     target = load_model(args.target, resolve(args.target), pack=True)
     report = evaluate(target, config, read_prompts(Path(args.prompts)), max_tokens=args.max_tokens)
@@ -54,7 +54,7 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     drafters = subparsers.add_parser("drafters", help="speculative-decoding drafters")
     commands = drafters.add_subparsers(dest="drafters_command", required=True)
     evaluate = commands.add_parser("eval", help="acceptance, costs, predicted speedup and recommended k")

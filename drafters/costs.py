@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedModel
 
-from engine.kv import cache_argument
+from engine.kv import cache_argument, crop_cache
 
 
 @torch.inference_mode()
-def step_time(model: torch.nn.Module, width: int, context: int = 256, repeats: int = 5, rows: int = 1) -> float:
+def step_time(model: PreTrainedModel, width: int, context: int = 256, repeats: int = 5, rows: int = 1) -> float:
     """Seconds for one forward of `width` new tokens in each of `rows` sequences over a `context`-token KV cache."""
     cache = DynamicCache(config=model.config)
     model(input_ids=torch.randint(0, 1000, (rows, context)), **cache_argument(cache), use_cache=True)
@@ -20,12 +20,11 @@ def step_time(model: torch.nn.Module, width: int, context: int = 256, repeats: i
         start = time.perf_counter()
         model(input_ids=torch.randint(0, 1000, (rows, width)), **cache_argument(cache), use_cache=True)
         times.append(time.perf_counter() - start)
-        for layer in cache.layers:
-            layer.keys, layer.values = layer.keys[:, :, :context], layer.values[:, :, :context]
+        crop_cache(cache, context)
     return sorted(times)[len(times) // 2]
 
 
-def draft_step_cost(draft: torch.nn.Module, target: torch.nn.Module) -> float:
+def draft_step_cost(draft: PreTrainedModel, target: PreTrainedModel) -> float:
     """One draft decode step in target decode steps, on one thread (on two, as an engine alone in the
     process decodes, the ratio was 0.12 against 0.10 here); a short context keeps this to a few target
     steps at load time."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedModel
 
 from drafters.costs import draft_step_cost
 from drafters.quantize import CALIBRATION_TEXT, quantize_draft
@@ -32,7 +32,7 @@ class _State:
 
 
 class ModelDrafter:
-    def __init__(self, loaded: LoadedModel, *, target: torch.nn.Module, int8: bool = True,
+    def __init__(self, loaded: LoadedModel, *, target: PreTrainedModel, int8: bool = True,
                  vocab: int = 0, threads: int | None = 1, prefix_cache: PrefixCache | None = None):
         """`vocab`: draft only among this many most frequent tokens (drafters/vocab.py); 0 for all.
         `threads`: one by default, whatever the target steps on: the int8 draft's one-row products do
@@ -49,7 +49,7 @@ class ModelDrafter:
             calibration = loaded.tokenizer.encode(CALIBRATION_TEXT.read_text(), add_special_tokens=False)
             cache_dir = turnout_home() / "calibration" / _slug(loaded.model_id)
             self.model = quantize_draft(self.model, calibration, cache_dir)
-        self.target_vocab = target.config.vocab_size
+        self.target_vocab: int = target.config.vocab_size
         self.cost = draft_step_cost(self.model, target)  # what adaptive k weighs a drafted token at
         self.threads = threads
         self.prefix_cache = prefix_cache
@@ -97,7 +97,7 @@ class ModelDrafter:
 
     def _forward(self, ids: list[int], cache: DynamicCache) -> torch.Tensor:
         out = self.model(input_ids=torch.tensor([ids]), **cache_argument(cache), use_cache=True, logits_to_keep=1)
-        logits = out.logits[0, -1].float()
+        logits: torch.Tensor = out.logits[0, -1].float()
         if self.kept_tokens is not None:  # back to the full vocabulary; tokens left out are never proposed
             logits = logits.new_full((self.target_vocab,), float("-inf")).index_copy_(0, self.kept_tokens, logits)
         if logits.shape[0] < self.target_vocab:  # draft vocab padded differently: never propose the rest

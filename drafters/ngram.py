@@ -19,6 +19,7 @@ answer diverges from its reference would otherwise keep short (bench/spec: +5–
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.drafting import EMPTY, Draft, DraftContext
@@ -77,7 +78,7 @@ class NgramDrafter:
             return in_reference, end
         return None
 
-    def _nearest(self, seq: DraftContext, matched: int):
+    def _nearest(self, seq: DraftContext, matched: int) -> Callable[[int], tuple[int, int]]:
         """Sort key for reference matches: nearest to where the previous reference copy has moved to."""
         previous = self._aligned.get(seq.id)
         if previous is not None and previous.in_reference:

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +38,49 @@ NORM_INPUT_STRENGTH = 0.5
 # quantised without smoothing.
 SMOOTHABLE = {"llama", "mistral", "qwen2", "qwen3"}
 
+PreHook = Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], None]
 
-def quantize_draft(model: torch.nn.Module, calibration_ids: list[int], cache_dir: Path | None = None
-                   ) -> torch.nn.Module:
+
+class _Attention(Protocol):
+    q_proj: torch.nn.Linear
+    k_proj: torch.nn.Linear
+    v_proj: torch.nn.Linear
+
+
+class _MLP(Protocol):
+    gate_proj: torch.nn.Linear
+    up_proj: torch.nn.Linear
+    down_proj: torch.nn.Linear
+
+
+class _Norm(Protocol):
+    weight: torch.Tensor
+
+
+@runtime_checkable
+class DecoderLayer(Protocol):
+    """The Llama-shaped decoder layer smoothing folds scales through (the SMOOTHABLE architectures')."""
+
+    self_attn: _Attention
+    mlp: _MLP
+    input_layernorm: _Norm
+    post_attention_layernorm: _Norm
+
+
+def quantize_draft(model: PreTrainedModel, calibration_ids: list[int], cache_dir: Path | None = None
+                   ) -> PreTrainedModel:
     """Smooth (where the architecture allows) and quantise every Linear to int8 with per-channel weights.
     `cache_dir` keeps the calibration maxima between starts, keyed by model and calibration tokens."""
     if model.config.model_type in SMOOTHABLE:
         smooth(model, cached_input_maxima(model, calibration_ids, cache_dir))
     else:
         log.info("no SmoothQuant for %s models: plain per-channel int8 draft", model.config.model_type)
-    return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    quantized: PreTrainedModel = quantize_dynamic(  # type: ignore[no-untyped-call]  # torch.ao is untyped
+        model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    return quantized  # a copy of `model`, of its class, with int8 Linear layers
 
 
-def cached_input_maxima(model: torch.nn.Module, ids: list[int], cache_dir: Path | None) -> dict[str, torch.Tensor]:
+def cached_input_maxima(model: PreTrainedModel, ids: list[int], cache_dir: Path | None) -> dict[str, torch.Tensor]:
     if cache_dir is None:
         return input_maxima(model, ids)
     key = hashlib.sha256(f"{model.config.to_json_string()}{ids}".encode()).hexdigest()[:16]
@@ -61,11 +94,11 @@ def cached_input_maxima(model: torch.nn.Module, ids: list[int], cache_dir: Path 
 
 
 @torch.inference_mode()
-def input_maxima(model: torch.nn.Module, ids: list[int]) -> dict[str, torch.Tensor]:
+def input_maxima(model: PreTrainedModel, ids: list[int]) -> dict[str, torch.Tensor]:
     """Per input channel, the largest |activation| each Linear layer sees on the calibration tokens."""
     maxima: dict[str, torch.Tensor] = {}
 
-    def record(name: str):
+    def record(name: str) -> PreHook:
         def hook(_module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             x = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(0).float()
             maxima[name] = torch.maximum(maxima[name], x) if name in maxima else x
@@ -83,10 +116,10 @@ def input_maxima(model: torch.nn.Module, ids: list[int]) -> dict[str, torch.Tens
 
 
 @torch.no_grad()
-def smooth(model: torch.nn.Module, maxima: dict[str, torch.Tensor]) -> None:
+def smooth(model: PreTrainedModel, maxima: dict[str, torch.Tensor]) -> None:
     """Fold per-channel scales between each Linear and the layer feeding it (exact in fp32)."""
     names = {module: name for name, module in model.named_modules()}
-    for layer in model.model.layers:
+    for layer in decoder_layers(model):
         attention, mlp = layer.self_attn, layer.mlp
         # down_proj's input is act(gate) * up: scaling up_proj's output rows scales it per channel.
         s = _scales(maxima[names[mlp.down_proj]], [mlp.down_proj], DOWN_PROJ_STRENGTH)
@@ -98,6 +131,16 @@ def smooth(model: torch.nn.Module, maxima: dict[str, torch.Tensor]) -> None:
             norm.weight.div_(s)
             for linear in consumers:
                 linear.weight.mul_(s)
+
+
+def decoder_layers(model: PreTrainedModel) -> list[DecoderLayer]:
+    """`model.model.layers`, each checked to have the Llama shape smoothing relies on."""
+    layers = model.get_submodule("model.layers")
+    assert isinstance(layers, torch.nn.ModuleList)
+    shaped: list[DecoderLayer] = [layer for layer in layers if isinstance(layer, DecoderLayer)]
+    if len(shaped) != len(layers):
+        raise TypeError(f"{model.config.model_type}: decoder layers are not shaped like Llama's")
+    return shaped
 
 
 def _scales(activation_max: torch.Tensor, consumers: list[torch.nn.Linear], strength: float) -> torch.Tensor:

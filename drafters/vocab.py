@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 RANKS_DIR = Path(__file__).with_name("token_ranks")
 
@@ -38,12 +38,12 @@ def frequent_tokens(tokenizer: PreTrainedTokenizerBase, limit: int) -> torch.Ten
     return torch.tensor(sorted(set(ranked) | set(special)))
 
 
-def restrict_head(model: torch.nn.Module, keep: torch.Tensor) -> None:
+def restrict_head(model: PreTrainedModel, keep: torch.Tensor) -> None:
     """Replace the output projection by its rows for `keep` (logits come out in `keep`'s order)."""
-    head = model.get_output_embeddings()
+    head: torch.nn.Linear = model.get_output_embeddings()  # type: ignore[no-untyped-call]  # transformers: untyped
     restricted = torch.nn.Linear(head.in_features, len(keep), bias=head.bias is not None)
     with torch.no_grad():
         restricted.weight.copy_(head.weight[keep])
         if head.bias is not None:
             restricted.bias.copy_(head.bias[keep])
-    model.set_output_embeddings(restricted)
+    model.set_output_embeddings(restricted)  # type: ignore[no-untyped-call]  # transformers: untyped

@@ -78,7 +78,7 @@ def remove_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `models` command group to the top-level `turnout` parser."""
     models = subparsers.add_parser("models", help="pull and list local models")
     models_commands = models.add_subparsers(dest="models_command", required=True)

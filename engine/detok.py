@@ -25,14 +25,19 @@ class IncrementalDetokenizer:
     def push(self, new_ids: list[int]) -> str:
         """Append tokens; return the newly complete text (possibly empty)."""
         self.token_ids.extend(new_ids)
-        decode = self.tokenizer.decode
-        prefix = decode(self.token_ids[self._prefix_offset : self._read_offset], skip_special_tokens=True)
-        full = decode(self.token_ids[self._prefix_offset :], skip_special_tokens=True)
+        prefix = self._text(self.token_ids[self._prefix_offset : self._read_offset])
+        full = self._text(self.token_ids[self._prefix_offset :])
         if len(full) > len(prefix) and not full.endswith(_INCOMPLETE):
             self._prefix_offset = self._read_offset
             self._read_offset = len(self.token_ids)
             return full[len(prefix) :]
         return ""
+
+    def _text(self, ids: list[int]) -> str:
+        """`decode` is typed for batches too (a list of strings); one flat list of ids is one string."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        assert isinstance(text, str)
+        return text
 
 
 @dataclass

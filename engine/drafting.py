@@ -36,14 +36,21 @@ EMPTY = Draft(tokens=[])
 
 
 class DraftContext(Protocol):
-    """What a drafter may look at: the sequence so far and optional reference text for retrieval."""
+    """What a drafter may look at: the sequence so far and optional reference text for retrieval.
+    Read-only properties, so that a sequence may compute them (`all_ids` is prompt + output)."""
 
-    id: int
-    all_ids: list[int]
-    output_ids: list[int]
-    reference_ids: list[int]
-    cache_scope: str
-    params: SamplingParams
+    @property
+    def id(self) -> int: ...
+    @property
+    def all_ids(self) -> list[int]: ...
+    @property
+    def output_ids(self) -> list[int]: ...
+    @property
+    def reference_ids(self) -> list[int]: ...
+    @property
+    def cache_scope(self) -> str: ...
+    @property
+    def params(self) -> SamplingParams: ...
 
     def draft_k(self, source: str, cost: float) -> int:
         """How many tokens `source` should draft now: cost-aware k from this sequence's acceptance of its
@@ -53,8 +60,12 @@ class DraftContext(Protocol):
 
 
 class Drafter(Protocol):
-    name: str
-    cost: float  # target decode steps per drafted token: 0 for a lookup (engine/adaptive.py uses it)
+    @property
+    def name(self) -> str: ...
+    @property
+    def cost(self) -> float:
+        """Target decode steps per drafted token: 0 for a lookup (engine/adaptive.py uses it)."""
+        ...
 
     def propose(self, seq: DraftContext, k: int, *, greedy: bool) -> Draft:
         """At most `k` tokens (the configured maximum, less what the request may still generate);

@@ -72,10 +72,12 @@ class Engine:
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         except Exception as exc:  # templates raise on roles/orders they do not support
             raise InvalidRequest(f"messages rejected by the chat template: {exc}", "messages") from exc
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=False)  # encode() is decorated untyped
+        return ids
 
     def encode_prompt(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
+        ids: list[int] = self.tokenizer.encode(text)
+        return ids
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams, *, speculative: bool = True,
                        reference_ids: list[int] | None = None, cache_scope: str = "") -> AsyncIterator[Delta]:

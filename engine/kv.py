@@ -9,6 +9,7 @@ without copying anyone's cache. `compact()` squeezes the holes out when they gro
 from __future__ import annotations
 
 from importlib.metadata import version
+from typing import Protocol, TypeGuard
 
 import torch
 from transformers import DynamicCache, PretrainedConfig
@@ -24,8 +25,22 @@ def cache_argument(cache: DynamicCache | None) -> dict[str, DynamicCache | None]
     return {_CACHE_ARGUMENT: cache}
 
 
-def _layers(cache: DynamicCache) -> list:
-    return [layer for layer in cache.layers if layer.keys is not None and layer.keys.numel()]
+class KVLayer(Protocol):
+    """A cache layer holding tokens: transformers types a layer's keys and values as optional (None, or
+    empty, until its first update), so the layers are narrowed to this once, in `_layers`."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+def _layers(cache: DynamicCache) -> list[KVLayer]:
+    return [layer for layer in cache.layers if _holds_tokens(layer)]
+
+
+def _holds_tokens(layer: object) -> TypeGuard[KVLayer]:
+    if not hasattr(layer, "keys"):  # a linear-attention layer keeps recurrent state, not keys and values
+        raise TypeError(f"{type(layer).__name__}: the engine caches attention keys and values only")
+    return layer.keys is not None and bool(layer.keys.numel())
 
 
 def cache_layers(cache: DynamicCache) -> Layers:
@@ -77,7 +92,7 @@ class BatchKV:
             return
         if rows != list(range(self.rows)):
             index = torch.tensor(rows, dtype=torch.long)
-            for layer in _layers(self.cache):
+            for layer in self._layers():
                 layer.keys = layer.keys.index_select(0, index)
                 layer.values = layer.values.index_select(0, index)
             self.valid = self.valid.index_select(0, index)
@@ -87,7 +102,7 @@ class BatchKV:
         """A copy of the first `tokens` valid positions of `row`, holes and padding squeezed out."""
         columns = torch.nonzero(self.valid[row]).flatten()[:tokens]
         return [(layer.keys[row : row + 1].index_select(2, columns),
-                 layer.values[row : row + 1].index_select(2, columns)) for layer in _layers(self.cache)]
+                 layer.values[row : row + 1].index_select(2, columns)) for layer in self._layers()]
 
     def invalidate_tail(self, row: int, count: int) -> None:
         """Mark the last `count` valid columns of `row` invalid (rejected speculative tokens)."""
@@ -111,17 +126,22 @@ class BatchKV:
             columns = torch.nonzero(self.valid[row]).flatten()
             source[row, width - len(columns) :] = columns
             valid[row, width - len(columns) :] = True
-        for layer in _layers(self.cache):
+        for layer in self._layers():
             index = source[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
             layer.keys = torch.gather(layer.keys, 2, index)
             layer.values = torch.gather(layer.values, 2, index)
         self.valid = valid
 
+    def _layers(self) -> list[KVLayer]:
+        """The batch cache's layers: there is a cache whenever there are rows to work on."""
+        assert self.cache is not None, "the batch holds no rows"
+        return _layers(self.cache)
+
     def _trim_leading(self) -> None:
         used = self.valid.any(dim=0)
         first = int(torch.argmax(used.int())) if used.any() else self.columns
         if first:
-            for layer in _layers(self.cache):
+            for layer in self._layers():
                 layer.keys = layer.keys[:, :, first:]
                 layer.values = layer.values[:, :, first:]
             self.valid = self.valid[:, first:]
@@ -143,7 +163,7 @@ def _left_pad_mask(mask: torch.Tensor, columns: int) -> torch.Tensor:
 
 def crop_cache(cache: DynamicCache, length: int) -> None:
     """Keep the first `length` positions of every layer (a rejected draft's, or a scorer's suffix)."""
-    for layer in cache.layers:
-        if layer.keys is not None and layer.keys.numel() and layer.keys.shape[-2] > length:
+    for layer in _layers(cache):
+        if layer.keys.shape[-2] > length:
             layer.keys = layer.keys[:, :, :length]
             layer.values = layer.values[:, :, :length]

@@ -38,7 +38,7 @@ def load_model(model_id: str, location: str, *, device: str | None = None,
     with LOAD_LOCK:
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, attn_implementation="sdpa")
-        model.to(target).eval()
+        model.to(target).eval()  # type: ignore[arg-type]  # transformers wraps Module.to, typing the bound call wrongly
         if pack and dtype == torch.float32 and packing_available(target):
             pack_linears(model)
     return LoadedModel(

@@ -19,7 +19,7 @@ MIN_ROWS = 4
 
 
 def packing_available(device: torch.device) -> bool:
-    return device.type == "cpu" and torch.backends.mkldnn.is_available()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
 
 
 class PackedLinear(nn.Module):
@@ -39,7 +39,8 @@ class PackedLinear(nn.Module):
         count = rows.shape[0]
         if count < self.min_rows:
             rows = F.pad(rows, (0, 0, 0, self.min_rows - count))
-        out = torch.ops.mkldnn._linear_pointwise(rows.contiguous(), self.packed, self.bias, "none", [], "")
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(rows.contiguous(), self.packed, self.bias, "none",
+                                                                [], "")
         return out[:count].reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

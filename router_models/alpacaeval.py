@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .jsonl import json_lines
+
 LICENSE = "CC-BY-NC-4.0"
 JUDGE_FILES = {1: "mixtral_vs_gpt4_1106_gpt4_turbo_fn.jsonl", 2: "mixtral_vs_gpt4_1106_cot_gpt4_turbo_fn.jsonl"}
 JUDGE_NAMES = {1: "alpaca_eval_gpt4_turbo_fn", 2: "alpaca_eval_cot_gpt4_turbo_fn"}
@@ -44,19 +46,13 @@ def outcome_rows(folder: str | Path, judge: int) -> Iterator[dict[str, Any]]:
     """The judge's rows in the router outcome shape, each marked validation-only; ValueError on a bad line."""
     file = judge_file(folder, judge)
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
+        parsed = list(json_lines(file))  # every line read before any row is used
     except UnicodeDecodeError:
         raise ValueError(f"{file}: cannot read: not UTF-8 text") from None
     except OSError as exc:
         raise ValueError(f"{file}: cannot read: {exc.strerror or exc}") from None
     count = 0
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{file}:{line_no}: not JSON ({exc.msg})") from None
+    for line_no, row in parsed:
         missing = [f for f in _FIELDS if not isinstance(row, dict) or row.get(f) is None]
         if missing:
             raise ValueError(f"{file}:{line_no}: missing {' and '.join(map(repr, missing))}")

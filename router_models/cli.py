@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
@@ -25,6 +25,8 @@ from engine.messages import user_turns
 
 from . import ROUTER_NAMES, WEIGHTS_DIR, load_router
 from .conversation import TurnsMode, score_conversations
+from .data import OutcomeData
+from .jsonl import json_lines
 from .transfer import data_digest
 
 
@@ -32,7 +34,7 @@ class InputError(ValueError):
     """A problem with a user-supplied file, reported as one line with its location."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     router = subparsers.add_parser("router", help="score, train, evaluate and calibrate prompt routers")
     commands = router.add_subparsers(dest="router_command", required=True, metavar="ACTION")
 
@@ -307,18 +309,11 @@ def read_prompt_records(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     records = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not (isinstance(record.get("prompt"), str) or _chat(record)):
-                raise InputError(f'{path}:{line_no}: expected an object with a string "prompt" or a "messages" '
-                                 'list with a user turn')
-            records.append(record)
+    for line_no, record in json_lines(path):
+        if not isinstance(record, dict) or not (isinstance(record.get("prompt"), str) or _chat(record)):
+            raise InputError(f'{path}:{line_no}: expected an object with a string "prompt" or a "messages" '
+                             'list with a user turn')
+        records.append(record)
     if not records:
         raise InputError(f"{path}: no prompts (the file is empty)")
     return records
@@ -335,7 +330,7 @@ def record_turns(record: dict[str, Any]) -> list[str]:
     return [record["prompt"]] if isinstance(record.get("prompt"), str) else user_turns(record["messages"])
 
 
-def _load_data(path: str, args: argparse.Namespace):
+def _load_data(path: str, args: argparse.Namespace) -> OutcomeData:
     from .data import load_outcomes
 
     if not Path(path).exists():
@@ -382,7 +377,7 @@ def _print_table(table: dict[str, dict[str, Any]], ranking: Sequence[Any]) -> No
 _MARKS = {"scored": "", "cv": "†", "in-sample": "*"}
 
 
-def _reporting_errors(run) -> int:
+def _reporting_errors(run: Callable[[], int]) -> int:
     try:
         return run()
     except (InputError, ValueError) as exc:

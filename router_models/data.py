@@ -16,8 +16,11 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from .jsonl import json_lines
 
 CONTAMINATION_FILE = "contaminated_prompts.jsonl"
 SUFFIXES = (".csv", ".jsonl")
@@ -98,11 +101,11 @@ def load_outcomes(path: str | Path, weak_column: str | None = None, strong_colum
                        validation_only=validation_only, licenses=tuple(sorted(licenses)))
 
 
-def _group(row: dict, default: str) -> str:
+def _group(row: dict[str, Any], default: str) -> str:
     return str(next((row[c] for c in GROUP_COLUMNS if row.get(c) not in (None, "")), default))
 
 
-def _read_rows(file: Path) -> Iterable[dict]:
+def _read_rows(file: Path) -> Iterable[dict[str, Any]]:
     """Rows of one file; an unreadable file (permissions, not UTF-8) is a ValueError naming it."""
     try:
         yield from _parse_rows(file)
@@ -112,24 +115,18 @@ def _read_rows(file: Path) -> Iterable[dict]:
         raise ValueError(f"{file}: cannot read: {exc.strerror or exc}") from None
 
 
-def _parse_rows(file: Path) -> Iterable[dict]:
+def _parse_rows(file: Path) -> Iterable[dict[str, Any]]:
     if file.suffix == ".jsonl":
-        with file.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{file}:{line_no}: not JSON ({exc.msg})") from None
-                    if not isinstance(row, dict):
-                        raise ValueError(f"{file}:{line_no}: expected a JSON object")
-                    yield row
+        for line_no, row in json_lines(file):
+            if not isinstance(row, dict):
+                raise ValueError(f"{file}:{line_no}: expected a JSON object")
+            yield row
     else:
         with file.open(encoding="utf-8", newline="") as f:
             yield from csv.DictReader(f)
 
 
-def _pick_model_columns(rows: list[dict], prompt_column: str, weak: str | None, strong: str | None,
+def _pick_model_columns(rows: list[dict[str, Any]], prompt_column: str, weak: str | None, strong: str | None,
                         file: Path) -> tuple[str, str]:
     """Explicit names win; then known names; then the only two other columns, weaker-on-average first."""
     header = [c for c in rows[0] if c != prompt_column and c not in GROUP_COLUMNS + PROVENANCE_COLUMNS]

@@ -18,7 +18,8 @@ from .derived import cache_root
 
 
 class Embeds(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 

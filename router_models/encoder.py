@@ -196,7 +196,8 @@ def _onnx_embedder(model_dir: Path, num_threads: int | None, cache_dir: Path,
 
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(input_ids)}
-        return session.run(None, {name: feeds[name] for name in INPUT_NAMES})[0]
+        embeddings: np.ndarray = session.run(None, {name: feeds[name] for name in INPUT_NAMES})[0]
+        return embeddings
 
     return run
 

@@ -42,10 +42,9 @@ def make_encoder(name: str) -> Embeds:
 
         return Encoder(max_seq_length=int(match.group(1)))
     if match := _STATIC.fullmatch(name):
-        from .static import StaticEncoder
+        from .static import StaticEncoder, as_table
 
-        table, tail = match.group(1), int(match.group(2) or 0)
-        return StaticEncoder(table, tail=tail)  # type: ignore[arg-type]  # StaticEncoder validates the table
+        return StaticEncoder(as_table(match.group(1)), tail=int(match.group(2) or 0))
     raise ValueError(f"unknown encoder {name!r}: expected all-MiniLM-L6-v2-seq<N> or all-MiniLM-L6-v2-static-<table>")
 
 

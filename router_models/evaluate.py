@@ -26,7 +26,8 @@ class PGRCurve:
     pgr: np.ndarray
 
     def at(self, fraction: float | np.ndarray) -> np.ndarray:
-        return np.interp(fraction, self.fractions, self.pgr)
+        pgr: np.ndarray = np.interp(fraction, self.fractions, self.pgr)
+        return pgr
 
     @property
     def apgr(self) -> float:

@@ -66,8 +66,10 @@ class Head:
             return np.zeros(0)
         probabilities = _sigmoid(self.logits(self.inputs(prompts, embeddings)).astype(np.float64))
         if self.output == "gain2":
-            return (probabilities[:, 0] - probabilities[:, 1] + 1.0) / 2.0
-        return probabilities[:, 0]
+            gain: np.ndarray = (probabilities[:, 0] - probabilities[:, 1] + 1.0) / 2.0
+            return gain
+        only: np.ndarray = probabilities[:, 0]
+        return only
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -82,7 +84,7 @@ class Head:
             arrays[f"layer{i}_weight"] = weight.astype(np.float32)
             arrays[f"layer{i}_bias"] = bias.astype(np.float32)
         with path.open("wb") as f:  # np.savez_compressed(path) would append ".npz" to other suffixes
-            np.savez_compressed(f, **arrays)
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy: a **dict might fill allow_pickle
         return path
 
     @classmethod

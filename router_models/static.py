@@ -36,10 +36,19 @@ from .encoder import EMBEDDING_DIM, bundled_model_dir
 
 Table = Literal["input", "distilled", "input-sif", "distilled-sif"]
 TABLES: tuple[Table, ...] = ("input", "distilled", "input-sif", "distilled-sif")
+Vectors = Literal["input", "distilled"]  # the per-token vectors a table averages ("-sif" adds weights to them)
 SIF_A = 3e-3  # best of 1e-4 / 1e-3 / 3e-3 / 1e-2 in subject-held-out CV (bench/router/RESULTS.md)
 TOKEN_COUNTS = Path(__file__).parent / "weights" / "token_counts.npz"
 MAX_TOKENS = 2048  # bounds the cost of huge prompts; averaging makes later tokens matter little anyway
 NAME_PREFIX = "all-MiniLM-L6-v2-static-"
+
+
+def as_table(name: str) -> Table:
+    """`name` as one of the TABLES; ValueError naming them for anything else."""
+    for table in TABLES:
+        if name == table:
+            return table
+    raise ValueError(f"unknown static table {name!r}; expected one of {TABLES}")
 
 
 class StaticEncoder:
@@ -49,15 +58,14 @@ class StaticEncoder:
                  cache_dir: str | Path | None = None, tail: int = 0) -> None:
         from tokenizers import Tokenizer
 
-        if table not in TABLES:
-            raise ValueError(f"unknown static table {table!r}; expected one of {TABLES}")
+        table = as_table(table)  # callers from outside the type checker may pass any string
         if tail < 0:
             raise ValueError(f"tail must be >= 0 word-pieces, got {tail}")
         model = Path(model_dir) if model_dir else bundled_model_dir()
         self.table = table
         self.tail = tail  # > 0: [vector of all but the last `tail` pieces, vector of the last `tail` pieces]
         self.dim = EMBEDDING_DIM * (2 if tail else 1)
-        self._vectors = load_table(table.removesuffix("-sif"), model, cache_root(cache_dir))  # type: ignore[arg-type]
+        self._vectors = load_table("input" if table.startswith("input") else "distilled", model, cache_root(cache_dir))
         self._weights = sif_weights(len(self._vectors)) if table.endswith("-sif") else None
         self._tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
         self._tokenizer.no_padding()
@@ -98,11 +106,12 @@ class StaticEncoder:
 def sif_weights(vocab_size: int, a: float = SIF_A, counts_file: Path = TOKEN_COUNTS) -> np.ndarray:
     """a / (a + p(token)), with add-one smoothed word-piece probabilities from `counts_file`."""
     with np.load(counts_file, allow_pickle=False) as stored:
-        counts = stored["counts"].astype(np.float64)
+        counts: np.ndarray = stored["counts"].astype(np.float64)
     if counts.shape != (vocab_size,):
         raise ValueError(f"{counts_file}: {counts.shape[0]} token counts for a {vocab_size}-piece vocabulary")
     probability = (counts + 1.0) / (counts.sum() + vocab_size)
-    return (a / (a + probability)).astype(np.float32)
+    weights: np.ndarray = (a / (a + probability)).astype(np.float32)
+    return weights
 
 
 def count_tokens(texts: Sequence[str], model_dir: Path | None = None) -> np.ndarray:
@@ -118,7 +127,7 @@ def count_tokens(texts: Sequence[str], model_dir: Path | None = None) -> np.ndar
     return counts
 
 
-def load_table(table: Table, model_dir: Path, cache_dir: Path) -> np.ndarray:
+def load_table(table: Vectors, model_dir: Path, cache_dir: Path) -> np.ndarray:
     """The (vocab, 384) float32 table, computed and cached on first use for "distilled"."""
     if table == "input":
         from safetensors.numpy import load_file
@@ -131,7 +140,8 @@ def load_table(table: Table, model_dir: Path, cache_dir: Path) -> np.ndarray:
         partial = path.with_suffix(f".{os.getpid()}.partial.npy")
         np.save(partial, vectors)
         partial.replace(path)  # atomic: a concurrent start never reads half a file
-    return np.load(path, allow_pickle=False)
+    table_vectors: np.ndarray = np.load(path, allow_pickle=False)  # one .npy file: an array
+    return table_vectors
 
 
 def distill_table(model_dir: Path, batch: int = 512) -> np.ndarray:
@@ -142,6 +152,8 @@ def distill_table(model_dir: Path, batch: int = 512) -> np.ndarray:
 
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     cls, sep, size = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]"), tokenizer.get_vocab_size()
+    if cls is None or sep is None:
+        raise ValueError(f"{model_dir}: the tokenizer has no [CLS] or no [SEP] piece")
     encoder = Encoder(model_dir)
     out = np.empty((size, EMBEDDING_DIM), dtype=np.float32)
     for start in range(0, size, batch):

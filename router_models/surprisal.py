@@ -124,5 +124,5 @@ class SurprisalRouter:
     def score(self, prompts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
         if len(prompts) == 0:
             return np.zeros(0)
-        s = np.maximum(self.surprisal(prompts), 0.0)
+        s: np.ndarray = np.maximum(self.surprisal(prompts), 0.0)
         return s / (s + self.midpoint)

@@ -7,8 +7,9 @@ in production, prompts of kinds it never saw. Training needs torch (already a de
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from .data import OutcomeData
 from .evaluate import RoutingMetrics, routing_metrics
 from .features import FEATURE_NAMES, prompt_features
 from .head import Head, head_inputs
+
+if TYPE_CHECKING:  # imported where a head is fit: scoring and evaluating need no torch
+    import torch
 
 INPUTS: dict[str, tuple[bool, tuple[str, ...]]] = {  # name -> (uses embedding, feature names)
     "embedding": (True, ()),
@@ -82,11 +86,12 @@ def targets(label: str, weak: np.ndarray, strong: np.ndarray) -> np.ndarray:
         column = 1.0 - weak
     else:
         raise ValueError(f"unknown label {label!r}")
-    return column[:, None]
+    one_column: np.ndarray = column[:, None]
+    return one_column
 
 
 def fit_head(spec: HeadSpec, prompts: Sequence[str], embeddings: np.ndarray | None, weak: np.ndarray,
-             strong: np.ndarray, meta: dict | None = None) -> Head:
+             strong: np.ndarray, meta: dict[str, Any] | None = None) -> Head:
     import torch
 
     uses_embedding, feature_names = INPUTS[spec.inputs]
@@ -103,7 +108,8 @@ def fit_head(spec: HeadSpec, prompts: Sequence[str], embeddings: np.ndarray | No
                 feature_names, mean, std, meta={"spec": spec.__dict__, **(meta or {})})
 
 
-def fit_linear(x, y, l2: float, sample_weight: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def fit_linear(x: torch.Tensor, y: torch.Tensor, l2: float, sample_weight: np.ndarray | None = None
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Full-batch L-BFGS on the mean logistic loss + l2·|W|²: deterministic and fast for n ~ 10^4.
 
     `sample_weight` (one per row, rescaled to mean 1) reweights the loss, e.g. to even out group sizes.
@@ -124,18 +130,18 @@ def fit_linear(x, y, l2: float, sample_weight: np.ndarray | None = None) -> list
     optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=500, tolerance_grad=1e-6,
                                   line_search_fn="strong_wolfe")
 
-    def closure():
+    def closure() -> torch.Tensor:
         optimizer.zero_grad()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(linear(x), y, weight=weight)
         loss = loss + l2 * linear.weight.square().sum()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is untyped
         return loss
 
-    optimizer.step(closure)
+    optimizer.step(closure)  # type: ignore[no-untyped-call]  # torch: LBFGS.step is untyped
     return [(linear.weight.detach().numpy().astype(np.float32), linear.bias.detach().numpy().astype(np.float32))]
 
 
-def _fit_mlp(x, y, spec: HeadSpec) -> list[tuple[np.ndarray, np.ndarray]]:
+def _fit_mlp(x: torch.Tensor, y: torch.Tensor, spec: HeadSpec) -> list[tuple[np.ndarray, np.ndarray]]:
     import torch
 
     nn = torch.nn
@@ -144,10 +150,10 @@ def _fit_mlp(x, y, spec: HeadSpec) -> list[tuple[np.ndarray, np.ndarray]]:
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=spec.l2)
     generator = torch.Generator().manual_seed(spec.seed)
     for _ in range(spec.epochs):
-        for batch in torch.randperm(len(x), generator=generator).split(128):
+        for batch in torch.randperm(len(x), generator=generator).split(128):  # type: ignore[no-untyped-call]
             loss = nn.functional.binary_cross_entropy_with_logits(net(x[batch]), y[batch])
             optimizer.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is untyped
             optimizer.step()
     return [(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in (hidden, output)]
 
@@ -195,7 +201,8 @@ def cross_validate(spec: HeadSpec, data: OutcomeData, embeddings: np.ndarray | N
     return _summarise(runs)
 
 
-def cross_validate_scores(score_fn, data: OutcomeData, n_splits: int = 5, repeats: int = 1) -> CVResult:
+def cross_validate_scores(score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], data: OutcomeData,
+                          n_splits: int = 5, repeats: int = 1) -> CVResult:
     """CV for routers that are fit by `score_fn(train_index, test_index) -> test scores` (e.g. kNN)."""
     runs = []
     for repeat in range(repeats):

@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -74,15 +74,16 @@ def shipped_router_names(weights_dir: Path) -> list[str]:
 
 def evaluate_cell(router: Router, data: OutcomeData, embed: Embedder) -> Cell:
     head = getattr(router, "head", None)
-    trained_here = head is not None and head.meta.get("training_data_digest") == data_digest(data.prompts)
+    meta: dict[str, Any] = {} if head is None else head.meta
+    trained_here = head is not None and meta.get("training_data_digest") == data_digest(data.prompts)
     if trained_here and len(set(data.groups)) > 1:
-        return Cell(_held_out(head.meta, data, embed), "cv")
+        return Cell(_held_out(meta, data, embed), "cv")
     embeddings = embed(data.prompts, None) if router.needs_embeddings else None
     return Cell(routing_metrics(router.score(data.prompts, embeddings), data.weak, data.strong),
                 "in-sample" if trained_here else "scored")
 
 
-def _held_out(meta: dict, data: OutcomeData, embed: Embedder) -> RoutingMetrics:
+def _held_out(meta: dict[str, Any], data: OutcomeData, embed: Embedder) -> RoutingMetrics:
     from .train import HeadSpec, cross_validate
 
     spec = HeadSpec(**meta["spec"])

@@ -1,76 +1,27 @@
 """Cascade escalation (routing.cascade), through the official openai SDK against real HTTP upstreams:
-a scripted OpenAI-compatible server whose answers carry the token logprobs its model name asks for
-(sure, unsure, none), and the real engine server as the small tier, whose logprobs are its own."""
+a scripted OpenAI-compatible server (scripted_upstream.py) whose answers carry the token logprobs its
+model name asks for (sure, unsure, none), and the real engine server as the small tier, whose logprobs
+are its own."""
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import json
 from collections.abc import Iterator
 
 import openai
 import pytest
-from conftest import TurnoutProcess, UvicornServer
+from conftest import TurnoutProcess
 from scrape import scrape, total
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
-from starlette.routing import Route
+from scripted_upstream import ANSWER, ScriptedUpstream, deployment, gateway, two_tiers
 
-from gateway.api import create_app
 from gateway.config import ConfigError, parse_config
 
 HI = [{"role": "user", "content": "hi"}]
-TOKEN_LOGPROB = {"small-sure": -0.05, "small-unsure": -3.0}  # confidence exp(-0.05) = 0.95, exp(-3) = 0.05
-ANSWER = ["The", " answer", " is", " here", "."]
-
-
-class ScriptedUpstream:
-    """Answers `model`'s text word by word, with chat logprobs when asked for them and its model has some;
-    keeps every request body it received."""
-
-    def __init__(self) -> None:
-        self.bodies: collections.defaultdict[str, list[dict]] = collections.defaultdict(list)
-        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"]),
-                                Route("/v1/models", lambda _: JSONResponse({"object": "list", "data": []}))])
-        self.server = UvicornServer(app)
-
-    async def _chat(self, request: Request) -> StreamingResponse:
-        body = await request.json()
-        model = body["model"]
-        self.bodies[model].append(body)
-        logprob = TOKEN_LOGPROB.get(model) if body.get("logprobs") else None
-        return stream_reply([f"{model}:{ANSWER[0]}", *ANSWER[1:]], logprob)
-
-    def asked_logprobs(self, model: str) -> list[bool]:
-        return [bool(body.get("logprobs")) for body in self.bodies[model]]
-
-
-def stream_reply(texts: list[str], logprob: float | None = None) -> StreamingResponse:
-    """An OpenAI chat stream of `texts`, each token with `logprob` when given."""
-    def chunk(delta: dict, finish: str | None = None, logprobs: dict | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
-        return f"data: {json.dumps({'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n".encode()
-
-    async def stream():
-        yield chunk({"role": "assistant", "content": ""})
-        for text in texts:
-            logprobs = None if logprob is None else {"content": [{"token": text, "logprob": logprob,
-                                                                  "bytes": list(text.encode()), "top_logprobs": []}]}
-            yield chunk({"content": text}, logprobs=logprobs)
-        yield chunk({}, finish="stop")
-        yield b"data: [DONE]\n\n"
-
-    return StreamingResponse(stream(), media_type="text/event-stream")
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[ScriptedUpstream]:
-    upstream = ScriptedUpstream()
-    upstream.server.start(ready_path="/v1/models")
-    yield upstream
-    upstream.server.stop()
+    with ScriptedUpstream() as upstream:
+        yield upstream
 
 
 @pytest.fixture(autouse=True)
@@ -79,18 +30,8 @@ def _fresh(upstream: ScriptedUpstream) -> None:
 
 
 def config_text(url: str, small_model: str, cascade: str = "{confidence: 0.5, head_tokens: 2}") -> str:
-    def deployment(model: str) -> str:
-        return f'{{kind: openai, model: {model}, url: "{url}"}}'
-
-    return (f"tiers:\n  small:\n    deployments: [{deployment(small_model)}]\n"
-            f"  large:\n    deployments: [{deployment('large-model')}]\n"
-            f"routing: {{router: none, cascade: {cascade}}}\n")
-
-
-@contextlib.contextmanager
-def gateway(text: str) -> Iterator[tuple[UvicornServer, openai.OpenAI]]:
-    with UvicornServer(create_app(parse_config(text))) as server:
-        yield server, openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    return (two_tiers(deployment(url, small_model), deployment(url, "large-model"))
+            + f"routing: {{router: none, cascade: {cascade}}}\n")
 
 
 def streamed_text(client: openai.OpenAI, **kwargs) -> tuple[dict[str, str], str, list]:
@@ -165,10 +106,8 @@ def test_an_answer_without_logprobs_is_kept_and_counted_unscored(upstream):
 @pytest.mark.parametrize(("confidence", "tier"), [(0.999, "large"), (0.001, "small")])
 def test_the_real_engines_own_logprobs_decide(upstream, tiny_model: str, engine_server: TurnoutProcess,
                                               confidence: float, tier: str):
-    text = (f"tiers:\n  small:\n    deployments: [{{kind: openai, model: {tiny_model}, "
-            f'url: "{engine_server.base_url}"}}]\n'
-            f'  large:\n    deployments: [{{kind: openai, model: large-model, url: "{upstream.server.base_url}"}}]\n'
-            f"routing: {{router: none, cascade: {{confidence: {confidence}}}}}\n")
+    small, large = deployment(engine_server.base_url, tiny_model), deployment(upstream.server.base_url, "large-model")
+    text = two_tiers(small, large) + f"routing: {{router: none, cascade: {{confidence: {confidence}}}}}\n"
     with gateway(text) as (_, client):
         raw = client.chat.completions.with_raw_response.create(
             model="auto", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=8, temperature=0)

@@ -1,5 +1,5 @@
 """Shadow labelling (routing.shadow), through the official openai SDK against a real HTTP upstream
-(test_cascade's scripted server, which also plays a judge that prefers the large tier's answer, and a
+(scripted_upstream.py's server, which also plays a judge that prefers the large tier's answer, and a
 large model that holds its answers until the test lets them go)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import openai
 import pytest
 from conftest import UvicornServer
 from scrape import scrape, total
+from scripted_upstream import ScriptedUpstream, deployment, gateway, stream_reply, two_tiers
 from starlette.requests import Request
-from test_cascade import ScriptedUpstream, gateway, stream_reply
 
 from gateway.api import create_app
 from gateway.config import parse_config
@@ -49,23 +49,20 @@ class JudgingUpstream(ScriptedUpstream):
             self.held -= 1
         return await super()._chat(request)
 
+    def stop(self) -> None:
+        self.release.set()  # a held request would keep the server from stopping
+        super().stop()
+
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[JudgingUpstream]:
-    upstream = JudgingUpstream()
-    upstream.server.start(ready_path="/v1/models")
-    yield upstream
-    upstream.release.set()
-    upstream.server.stop()
+    with JudgingUpstream() as upstream:
+        yield upstream
 
 
 def config_text(url: str, sink: Path, large: str = "large-model", shadow: str = "") -> str:
-    def deployment(model: str) -> str:
-        return f'{{kind: openai, model: {model}, url: "{url}"}}'
-
-    return (f"tiers:\n  small:\n    deployments: [{deployment('small-sure')}]\n"
-            f"  large:\n    deployments: [{deployment(large)}]\n"
-            f"routing: {{router: none, shadow: {{fraction: 1.0, sink: '{sink}'{shadow}}}}}\n")
+    return (two_tiers(deployment(url, "small-sure"), deployment(url, large))
+            + f"routing: {{router: none, shadow: {{fraction: 1.0, sink: '{sink}'{shadow}}}}}\n")
 
 
 def ask(server: UvicornServer, content: str, api_key: str = "k", **headers: str) -> str:
