@@ -27,7 +27,7 @@ from gateway.handle import Handle
 from gateway.metrics import Metrics
 from gateway.pipeline import RequestContext
 from gateway.shadow_read import read_stream
-from gateway.shadow_sink import RedisStreamSink
+from gateway.shadow_sink import shadow_sink
 from gateway.state_store import StateStore
 from router_models import load_router
 from router_models.data import outcomes_from_records, shown_url
@@ -124,13 +124,17 @@ def shadow_rows() -> list[dict]:
             for i in range(2) for prompts, weak in ((EASY, 0.5), (HARD, 0.0)) for prompt in prompts]
 
 
-def write_records(redis_url: str, records: dict[str, list[dict]]) -> None:
-    """`records` by tenant, through the gateway's own sink."""
+def write_records(redis_url: str, records: dict[str, list[dict]], shadow: str = "") -> None:
+    """`records` by tenant, through the sink `routing.shadow: {sink: redis<shadow>}` makes."""
+    config = parse_config("tiers: {small: {deployments: [{kind: openai, model: m, url: 'http://127.0.0.1:9/v1'}]}}\n"
+                          f"cache: {{}}\nrouting: {{shadow: {{fraction: 1.0, sink: redis{shadow}}}}}\n")
+    assert config.routing.shadow is not None
+
     async def write() -> None:
         store = StateStore.connect(redis_url, Metrics())
         state: Handle[StateStore] = Handle("redis")
         state.set(store)
-        sink = RedisStreamSink(state, maxlen=1000)
+        sink = shadow_sink(config.routing.shadow, state)
         try:
             for tenant, rows in records.items():
                 for row in rows:
@@ -156,6 +160,14 @@ def test_train_and_eval_read_a_tenants_stream_in_pages(redis_server, tmp_path, c
     assert {name: s["prompts"] for name, s in result["sets"].items()} == {ONE: 24, "other": 3}
     assert result["sets"][ONE]["path"] == url
     assert set(result["routers"]) == {str(weights), "random", "length"}
+
+
+def test_a_stream_is_capped_near_stream_maxlen(redis_server):
+    """MAXLEN ~ trims whole stream nodes (100 entries each by default): near the cap, never under it."""
+    rows = [{"prompt": f"p{i}", "weak_quality": 0.0, "strong_quality": 1.0} for i in range(500)]
+    write_records(redis_server.url, {ONE: rows}, shadow=", stream_maxlen: 50")
+    kept = read_stream(stream_url(redis_server.url, ONE)).rows
+    assert 50 <= len(kept) <= 200 and kept[-1]["prompt"] == "p499"  # the newest kept, the oldest trimmed
 
 
 @pytest.mark.parametrize("case", ["unreachable", "no tenant", "unknown tenant", "empty stream", "not a record"])
