@@ -18,9 +18,10 @@ from gateway.extras import engine_hint
 from gateway.serve import CONFIG_ENV, load_configured, run_server
 
 # Command groups other modules own (module → the command it adds); each exposes `register(subparsers)`.
-# gateway.router_label adds `router label` to the group router_models.cli makes, so it comes after it.
+# gateway.router_label adds `router label` to the group router_models.cli makes, and gateway.shadow_read
+# lets its train and eval read the redis shadow sink, so both come after it.
 _MOUNTED = {"engine.cli": "models", "gateway.engine_server": "engine", "router_models.cli": "router",
-            "gateway.router_label": "router label",
+            "gateway.router_label": "router label", "gateway.shadow_read": "router --data redis://",
             "drafters.cli": "drafters", "gateway.vllm_args": "vllm-args", "gateway.keys_cli": "keys"}
 
 

@@ -176,10 +176,21 @@ class ShadowConfig(_Strict):
 
     fraction: float = Field(gt=0.0, le=1.0, description="share of requests answered by both tiers")
     judge: str = Field("large", description="a tier or a configured model id that compares the two answers")
-    sink: Path = Field(description="directory of outcome files, one JSONL per tenant "
-                       "(`<tenant>.jsonl`: the shape `turnout router train --data` reads)")
+    sink: Literal["redis"] | Path = Field(
+        description="where outcomes go, in the shape `turnout router train --data` reads: a directory of JSONL "
+        "files, one per tenant (`<tenant>.jsonl`; a directory called redis is `./redis`), or `redis`: one capped "
+        "Redis Stream per tenant in the gateway's Redis (auth.redis_url, else the cache's), read by "
+        "`--data redis://HOST:PORT/DB?tenant=T`")
+    stream_maxlen: int = Field(100_000, ge=1, description="sink redis: records kept per tenant; older ones are "
+                               "trimmed (approximately: XADD MAXLEN ~)")
     queue: int = Field(32, ge=1, le=10_000, description="requests waiting for their shadow; more are dropped")
     max_tokens: int = Field(512, ge=1, description="cap on each shadow answer")
+
+    @model_validator(mode="after")
+    def _maxlen_needs_a_stream(self) -> ShadowConfig:
+        if "stream_maxlen" in self.model_fields_set and self.sink != "redis":
+            raise ValueError("stream_maxlen caps the redis sink's streams; this sink is a directory")
+        return self
 
 
 class RoutingConfig(_Strict):
@@ -311,7 +322,7 @@ class TurnoutConfig(_Strict):
 
     @model_validator(mode="after")
     def _state_has_a_redis(self) -> TurnoutConfig:
-        """Keys in Redis and quotas need a Redis: auth.redis_url, or the cache's."""
+        """Keys in Redis, quotas and the redis shadow sink need a Redis: auth.redis_url, or the cache's."""
         if self.state_redis_configured:
             return self
         if self.auth.enabled and self.auth.keys_from == "redis":
@@ -319,6 +330,8 @@ class TurnoutConfig(_Strict):
         quotas = [self.limits, *(key.limits for key in self.auth.keys if key.limits)]
         if self.auth.enabled and any(q.requests is not None or q.tokens is not None for q in quotas):
             raise ValueError("limits are counted in Redis: set auth.redis_url or enable the cache")
+        if self.routing.shadow is not None and self.routing.shadow.sink == "redis":
+            raise ValueError("routing.shadow.sink redis needs auth.redis_url or an enabled cache (its Redis)")
         return self
 
     @model_validator(mode="after")

@@ -73,12 +73,13 @@ class Metrics:
                                "escalated to the large tier, or unscored (the backend sent no logprobs)",
                                ["outcome"], registry=r)
         self.shadow = Counter("turnout_shadow_labels", "Shadow labelling (routing.shadow) by outcome: labelled, "
-                              "dropped (queue full) or failed", ["outcome"], registry=r)
+                              "dropped (queue full), sink-unavailable (judged, but its Redis could not keep the "
+                              "record) or failed", ["outcome"], registry=r)
         self.rate_limited = Counter("turnout_rate_limit_rejections", "Requests refused with 429, by exhausted quota",
                                     ["limit"], registry=r)
         self.auth_failures = Counter("turnout_auth_failures", "Refused API keys by reason", ["reason"], registry=r)
-        self.state_errors = Counter("turnout_state_store_errors", "Redis failures of keys, limits and usage "
-                                    "(limits and usage fail open)", ["component"], registry=r)
+        self.state_errors = Counter("turnout_state_store_errors", "Redis failures of keys, limits, usage and the "
+                                    "redis shadow sink (all but keys fail open)", ["component"], registry=r)
         self.cost = Counter("turnout_cost_usd", "Estimated cost of served requests (pricing config)",
                             ["tier", "model"], registry=r)
         self.large_tokens_avoided = Counter("turnout_large_tokens_avoided", "Tokens of requests answered without "
@@ -165,7 +166,7 @@ def record_cascade(outcome: str) -> None:
 
 
 def record_shadow(outcome: str) -> None:
-    """A shadow label was written, dropped or failed."""
+    """A shadow label was written, dropped, lost by its sink or failed."""
     metrics = _current.get()
     if metrics is not None:
         metrics.record_shadow(outcome)

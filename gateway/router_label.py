@@ -47,7 +47,7 @@ class LabelError(ValueError):
 
 
 def register(commands: Commands) -> None:
-    label = _router_actions(commands).add_parser(
+    label = router_actions(commands).add_parser(
         "label", help="answer prompts with both tiers and score the pairs: outcome data for `router train`")
     label.add_argument("--prompts", required=True, metavar="FILE",
                        help='JSONL of {"prompt": ...} or {"messages": [...]} (a logged chat), with "answer" or '
@@ -70,7 +70,7 @@ def register(commands: Commands) -> None:
     label.set_defaults(func=label_command)
 
 
-def _router_actions(commands: Commands) -> Commands:
+def router_actions(commands: Commands) -> Commands:
     """The subcommands of `router` (router_models.cli makes the group; argparse offers no public way back in)."""
     router = commands.choices.get("router") or commands.add_parser("router", help="prompt routers")
     found = [a for a in router._actions if isinstance(a, argparse._SubParsersAction)]

@@ -28,6 +28,7 @@ from gateway.health import DeploymentMetrics, HealthMonitor, Readiness
 from gateway.pipeline import Pipeline
 from gateway.policy import Policy, build_router
 from gateway.shadow import Shadow
+from gateway.shadow_sink import shadow_sink
 
 if TYPE_CHECKING:  # both import torch; loaded only when configured
     from gateway.cache.matching.judge import Judge
@@ -57,15 +58,16 @@ class Runtime:
         self.cache: Handle[ResponseCache] = Handle("response cache", configured=cache_configured)
         self.encoder: Handle[BatchingEncoder] = Handle("prompt encoder", configured=self.policy.needs_embedding or bool(
             cache_configured and cache and cache.semantic_enabled))
+        self.governance = Governance(config, cache_stats=self._cache_stats)
+        self.governance.metrics.registry.register(DeploymentMetrics(self.balancer.replicas))
         routing = config.routing
         cascade = None if routing.cascade is None else Cascade(failover, routing.cascade)
         self.shadow = None if routing.shadow is None else Shadow(
-            routing.shadow, failover, judge_route(config, routing.shadow.judge, "routing.shadow.judge"))
+            routing.shadow, failover, judge_route(config, routing.shadow.judge, "routing.shadow.judge"),
+            shadow_sink(routing.shadow, self.governance.state))  # sink redis: governance's connection
         self.pipeline = Pipeline(self.policy, failover, request_timeout_s=config.server.request_timeout_s,
                                  cache=self.cache, encoder=self.encoder, cascade=cascade, shadow=self.shadow)
         self.health = HealthMonitor()
-        self.governance = Governance(config, cache_stats=self._cache_stats)
-        self.governance.metrics.registry.register(DeploymentMetrics(self.balancer.replicas))
         self._starting: asyncio.Task[None] | None = None
         self._announcing: asyncio.Task[None] | None = None
         self.on_ready = on_ready  # the CLI prints its "ready" line from it

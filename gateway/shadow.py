@@ -2,8 +2,9 @@
 
 A sampled share of requests is answered by the other tier as well, after the client's reply is complete
 (and cached), and a judge compares the two answers in both orders (gateway/pairwise_judge.py). Each
-outcome is appended to `<sink>/<tenant>.jsonl` in the shape `turnout router train --data` reads, so one
-tenant's prompts never land in another's file.
+outcome goes to the tenant's own place in the sink (gateway/shadow_sink.py: `<dir>/<tenant>.jsonl`, or
+the tenant's Redis Stream) in the shape `turnout router train --data` reads, so one tenant's prompts never
+land among another's. A sink that cannot keep a record now (Redis down) loses it, counted.
 
 The client never waits for any of it: a sampled reply is offered to a bounded queue when its last event
 has been sent, and dropped (counted) when the queue is full; one background worker does the extra
@@ -14,13 +15,10 @@ forbids keeping its answer forbids keeping it here too.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from gateway import metrics
@@ -30,6 +28,7 @@ from gateway.config import ShadowConfig
 from gateway.failover import Failover
 from gateway.pairwise_judge import PairwiseJudge
 from gateway.route import Route, Served
+from gateway.shadow_sink import ShadowSink, SinkUnavailable
 from gateway.types import BackendRequest, StreamEvent, Tier
 
 log = logging.getLogger("turnout.shadow")
@@ -46,9 +45,10 @@ class ShadowJob:
 
 
 class Shadow:
-    def __init__(self, config: ShadowConfig, failover: Failover, judge: Route, *,
+    def __init__(self, config: ShadowConfig, failover: Failover, judge: Route, sink: ShadowSink, *,
                  sample: Callable[[], float] = random.random):
         self.config = config
+        self.sink = sink
         self.failover = failover
         self.judge_route = judge
         self.judge = PairwiseJudge(self._ask_judge)
@@ -89,6 +89,9 @@ class Shadow:
             try:
                 await self._label(job)
                 metrics.record_shadow("labelled")
+            except SinkUnavailable as exc:
+                log.debug("shadow label lost: %s", exc)  # the sink's Redis logs its own failures
+                metrics.record_shadow("sink-unavailable")
             except Exception:
                 log.warning("shadow labelling failed for one request", exc_info=True)
                 metrics.record_shadow("failed")
@@ -112,7 +115,7 @@ class Shadow:
             "source": "shadow"}
         if job.request.messages is not None:
             row["messages"] = job.request.messages
-        await asyncio.to_thread(_append, self.config.sink / f"{_file_name(job.tenant)}.jsonl", row)
+        await self.sink.write(job.tenant, row)
 
     async def _ask_judge(self, messages: list[dict[str, Any]]) -> str:
         route = self.judge_route
@@ -120,12 +123,3 @@ class Shadow:
                                  params={"max_tokens": JUDGE_MAX_TOKENS, "temperature": 0.0})
         return (await whole_answer(self.failover, route, request)).text
 
-
-def _file_name(tenant: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", tenant)
-
-
-def _append(path: Path, row: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")

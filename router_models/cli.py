@@ -5,7 +5,9 @@ transfer.py), since a router is only worth shipping if it beats the baselines be
 `from-alpacaeval` converts AlpacaEval judgements (CC BY-NC 4.0) into validation-only outcome rows,
 which `train` refuses unless told `--allow-validation-data`.
 
-gateway/cli.py mounts these with `register(subparsers)`; every handler returns an exit code.
+gateway/cli.py mounts these with `register(subparsers)`; every handler returns an exit code. `train` and
+`eval` read outcome files; a `--data SCHEME://...` URL is read by a reader given to
+`accept_outcome_urls` (the gateway gives one for redis://, its shadow-labelling sink).
 Training and evaluation imports (torch, matplotlib) happen inside the handlers, so mounting the
 command group costs nothing at gateway start.
 """
@@ -14,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
@@ -25,9 +28,12 @@ from engine.messages import user_turns
 
 from . import ROUTER_NAMES, WEIGHTS_DIR, load_router
 from .conversation import TurnsMode, score_conversations
-from .data import OutcomeData
+from .data import OutcomeRecords, shown_url
 from .jsonl import json_lines
 from .transfer import data_digest
+
+OutcomeReader = Callable[[str], OutcomeRecords]
+"""Reads the outcome rows a `--data` URL names; a ValueError says what is wrong with it."""
 
 
 class InputError(ValueError):
@@ -64,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train.add_argument("--allow-validation-data", action="store_true",
                        help='learn from rows marked "use": "validation" (e.g. AlpacaEval, CC BY-NC 4.0); for '
                             "local experiments only, never for a head that ships")
-    train.set_defaults(func=train_command)
+    train.set_defaults(func=train_command, outcome_readers={})
 
     evaluate = commands.add_parser("eval", help="APGR / CPT of routers on one or more outcome sets, beside the "
                                                 "random and length routers")
@@ -74,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                "(default: every shipped head in router_models/weights)")
     evaluate.add_argument("--json", action="store_true", help="print the table as JSON instead")
     evaluate.add_argument("--plot", metavar="PNG", help="write the PGR-vs-cost curves here (one --data only)")
-    evaluate.set_defaults(func=eval_command)
+    evaluate.set_defaults(func=eval_command, outcome_readers={})
 
     alpaca = commands.add_parser("from-alpacaeval",
                                  help="AlpacaEval judgements -> outcome JSONL (CC BY-NC 4.0: validation only)")
@@ -93,6 +99,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     calibrate.set_defaults(func=calibrate_command)
 
 
+def accept_outcome_urls(router_actions: argparse._SubParsersAction[argparse.ArgumentParser], readers: Mapping[str, OutcomeReader]) -> None:
+    """Let `train` and `eval` read `--data SCHEME://...` with `readers[SCHEME]` (`router_actions`: the
+    `router` group's subcommands)."""
+    for command in ("train", "eval"):
+        parser = router_actions.choices[command]
+        parser.set_defaults(outcome_readers={**parser.get_default("outcome_readers"), **readers})
+
+
 def _add_router_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--router", default="default", metavar="NAME|FILE",
                         help=f"{' | '.join(ROUTER_NAMES)} or a weights file (default: default)")
@@ -104,14 +118,17 @@ def _add_turns_argument(parser: argparse.ArgumentParser) -> None:
                              "user turn (default) or its last one")
 
 
+_DATA_HELP = ("outcome CSV/JSONL, a folder of them (RouteLLM MMLU layout), or the gateway's redis shadow sink: "
+              "redis://HOST:PORT[/DB]?tenant=T")
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
     if multiple:
-        parser.add_argument("--data", required=True, action="append", metavar="[NAME=]PATH",
-                            help="outcome CSV/JSONL, or a folder of them (RouteLLM MMLU layout); repeat for "
-                                 "several sets, each one column of the table (NAME defaults to the file's stem)")
+        parser.add_argument("--data", required=True, action="append", metavar="[NAME=]PATH|URL",
+                            help=f"{_DATA_HELP}; repeat for several sets, each one column of the table (NAME "
+                                 "defaults to the file's stem, or the URL's tenant)")
     else:
-        parser.add_argument("--data", required=True, metavar="PATH",
-                            help="outcome CSV/JSONL, or a folder of them (RouteLLM MMLU layout)")
+        parser.add_argument("--data", required=True, metavar="PATH|URL", help=_DATA_HELP)
     parser.add_argument("--weak-column", help="column with the small model's quality (auto-detected)")
     parser.add_argument("--strong-column", help="column with the large model's quality (auto-detected)")
     parser.add_argument("--cache-dir", metavar="DIR",
@@ -153,9 +170,10 @@ def _train(args: argparse.Namespace) -> int:
     from .evaluate import routing_metrics
     from .train import DEFAULT_SPEC, HeadSpec, cross_validate, fit_head
 
-    data = _load_data(args.data, args)
+    source = shown_url(args.data)
+    data = _load_set(args.data, args)[1]
     if data.validation_only and not args.allow_validation_data:
-        raise InputError(f"{args.data}: rows are marked \"use\": \"validation\" (license "
+        raise InputError(f"{source}: rows are marked \"use\": \"validation\" (license "
                          f"{', '.join(data.licenses) or 'unknown'}): evaluate with them, do not train; "
                          "--allow-validation-data overrides, for local experiments only")
     overrides = {k: v for k, v in (("inputs", args.inputs), ("label", args.label), ("hidden", args.hidden),
@@ -172,7 +190,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"{len(data)} prompts in {len(set(data.groups))} groups; weak={data.weak_column} "
           f"({data.weak.mean():.3f}), strong={data.strong_column} ({data.strong.mean():.3f})")
     print(f"head: {spec.description} on {encoder}" + (f"; not learning from {excluded}" if excluded else ""))
-    meta: dict[str, Any] = {"encoder": encoder, "trained_on": str(args.data),
+    meta: dict[str, Any] = {"encoder": encoder, "trained_on": source,
                             "trained_on_validation_data": data.validation_only,
                             "training_data_digest": data_digest(data.prompts), "excluded_groups": excluded,
                             "weak_column": data.weak_column, "strong_column": data.strong_column,
@@ -222,7 +240,7 @@ def _eval(args: argparse.Namespace) -> int:
     ranking = selection(table)
     if args.json:
         print(json.dumps({
-            "sets": {s: {"path": path, "prompts": len(d), "weak": float(d.weak.mean()),
+            "sets": {s: {"path": shown_url(path), "prompts": len(d), "weak": float(d.weak.mean()),
                          "strong": float(d.strong.mean()), "licenses": list(d.licenses)}
                      for (s, d), path in zip(sets.items(), _set_paths(args), strict=True)},
             "routers": {r: {s: c.as_dict() for s, c in row.items()} for r, row in table.items()},
@@ -258,18 +276,19 @@ def _set_paths(args: argparse.Namespace) -> list[str]:
 
 def _has_name(spec: str) -> bool:
     name, sep, _ = spec.partition("=")
-    return bool(sep) and bool(name) and not Path(spec).exists()
+    return bool(sep) and bool(name) and not _url_scheme(name) and not Path(spec).exists()
 
 
 def _named_sets(args: argparse.Namespace) -> dict[str, Any]:
     sets: dict[str, Any] = {}
     for spec, path in zip(args.data, _set_paths(args), strict=True):
-        name = spec.split("=", 1)[0] if _has_name(spec) else Path(path).stem
+        default_name, data = _load_set(path, args)
+        name = spec.split("=", 1)[0] if _has_name(spec) else default_name
         if name in sets:
-            name = path
+            name = shown_url(path)
         if name in sets:
-            raise InputError(f"--data {path} is given twice")
-        sets[name] = _load_data(path, args)
+            raise InputError(f"--data {name} is given twice")
+        sets[name] = data
     return sets
 
 
@@ -330,12 +349,27 @@ def record_turns(record: dict[str, Any]) -> list[str]:
     return [record["prompt"]] if isinstance(record.get("prompt"), str) else user_turns(record["messages"])
 
 
-def _load_data(path: str, args: argparse.Namespace) -> OutcomeData:
-    from .data import load_outcomes
+def _load_set(path: str, args: argparse.Namespace) -> tuple[str, Any]:
+    """One --data set and its default name: a file or folder's stem, or what the URL's reader calls it."""
+    from .data import load_outcomes, outcomes_from_records
 
+    scheme = _url_scheme(path)
+    if scheme is not None:
+        readers: Mapping[str, OutcomeReader] = args.outcome_readers
+        if scheme not in readers:
+            raise InputError(f"{shown_url(path)}: cannot read {scheme}:// outcome data (this build reads "
+                             f"{', '.join(f'{known}://' for known in readers) or 'files only'})")
+        records = readers[scheme](path)
+        return records.name, outcomes_from_records(records, weak_column=args.weak_column,
+                                                   strong_column=args.strong_column)
     if not Path(path).exists():
         raise InputError(f"{path}: no such file or folder")
-    return load_outcomes(path, weak_column=args.weak_column, strong_column=args.strong_column)
+    return Path(path).stem, load_outcomes(path, weak_column=args.weak_column, strong_column=args.strong_column)
+
+
+def _url_scheme(spec: str) -> str | None:
+    match = re.match(r"([a-z][a-z0-9+.-]*)://", spec)
+    return match.group(1) if match else None
 
 
 def _embeddings(prompts: Sequence[str], cache_dir: str | None, encoder: str | None = None) -> np.ndarray:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -52,6 +53,17 @@ class OutcomeData:
         )
 
 
+@dataclass(frozen=True)
+class OutcomeRecords:
+    """Outcome rows that come from somewhere other than a file (the gateway's Redis shadow sink):
+    `source` names them in errors and in a trained head's metadata (so it must be safe to print: no
+    password), `name` is the set's default name in `turnout router eval`."""
+
+    source: str
+    name: str
+    rows: list[dict[str, Any]]
+
+
 def load_outcomes(path: str | Path, weak_column: str | None = None, strong_column: str | None = None,
                   prompt_column: str = "prompt") -> OutcomeData:
     """Load one file or every *.csv / *.jsonl in a folder; drops RouteLLM's contaminated prompts."""
@@ -62,43 +74,76 @@ def load_outcomes(path: str | Path, weak_column: str | None = None, strong_colum
         files = [path]
     if not files:
         raise ValueError(f"no .csv or .jsonl outcome files in {path}")
-    contaminated = _contaminated_prompts(path if path.is_dir() else path.parent)
-    prompts: list[str] = []
-    weak: list[float] = []
-    strong: list[float] = []
-    groups: list[str] = []
-    columns: tuple[str, str] | None = None
-    validation_only = False
-    licenses: set[str] = set()
+    rows = _Rows(prompt_column, weak_column, strong_column,
+                 skip=_contaminated_prompts(path if path.is_dir() else path.parent))
     for file in files:
-        rows = list(_read_rows(file))
+        rows.add(list(_read_rows(file)), str(file), file.stem.removeprefix("mmlu_"),
+                 first_line=2 if file.suffix == ".csv" else 1)
+    return rows.data(f"{path}: no outcome rows (empty file)")
+
+
+def outcomes_from_records(records: OutcomeRecords, weak_column: str | None = None,
+                          strong_column: str | None = None, prompt_column: str = "prompt") -> OutcomeData:
+    """`load_outcomes` for rows read elsewhere; an error names `records.source` and the row's number."""
+    rows = _Rows(prompt_column, weak_column, strong_column, skip=set())
+    rows.add(records.rows, records.source, records.name, first_line=1)
+    return rows.data(f"{records.source}: no outcome rows")
+
+
+class _Rows:
+    """Outcome rows gathered from one or more sources that must agree on their model columns."""
+
+    def __init__(self, prompt_column: str, weak_column: str | None, strong_column: str | None, skip: set[str]):
+        self.prompt_column, self.weak_column, self.strong_column = prompt_column, weak_column, strong_column
+        self.skip = skip
+        self.prompts: list[str] = []
+        self.weak: list[float] = []
+        self.strong: list[float] = []
+        self.groups: list[str] = []
+        self.columns: tuple[str, str] | None = None
+        self.validation_only = False
+        self.licenses: set[str] = set()
+
+    def add(self, rows: list[dict[str, Any]], source: str, default_group: str, first_line: int) -> None:
         if not rows:
-            continue
-        file_columns = _pick_model_columns(rows, prompt_column, weak_column, strong_column, file)
-        if columns is not None and file_columns != columns:
-            raise ValueError(f"{file}: model columns {file_columns} differ from earlier files' {columns}")
-        columns = file_columns
-        default_group = file.stem.removeprefix("mmlu_")
-        for line, row in enumerate(rows, start=2 if file.suffix == ".csv" else 1):
-            prompt = row.get(prompt_column)
+            return
+        columns = _pick_model_columns(rows, self.prompt_column, self.weak_column, self.strong_column, source)
+        if self.columns is not None and columns != self.columns:
+            raise ValueError(f"{source}: model columns {columns} differ from earlier files' {self.columns}")
+        self.columns = columns
+        for line, row in enumerate(rows, start=first_line):
+            prompt = row.get(self.prompt_column)
             if not isinstance(prompt, str):
-                raise ValueError(f"{file}:{line}: missing {prompt_column!r}")
-            if prompt in contaminated:
+                raise ValueError(f"{source}:{line}: missing {self.prompt_column!r}")
+            if prompt in self.skip:
                 continue
             missing = [c for c in columns if row.get(c) in (None, "")]
             if missing:
-                raise ValueError(f"{file}:{line}: missing {' and '.join(map(repr, missing))}")
-            prompts.append(prompt)
-            weak.append(_quality(row[columns[0]], file, line))
-            strong.append(_quality(row[columns[1]], file, line))
-            groups.append(_group(row, default_group))
-            validation_only |= row.get("use") == VALIDATION_USE
+                raise ValueError(f"{source}:{line}: missing {' and '.join(map(repr, missing))}")
+            self.prompts.append(prompt)
+            self.weak.append(_quality(row[columns[0]], source, line))
+            self.strong.append(_quality(row[columns[1]], source, line))
+            self.groups.append(_group(row, default_group))
+            self.validation_only |= row.get("use") == VALIDATION_USE
             if row.get("license"):
-                licenses.add(str(row["license"]))
-    if columns is None:
-        raise ValueError(f"{path}: no outcome rows (empty file)")
-    return OutcomeData(prompts, np.array(weak), np.array(strong), np.array(groups), *columns,
-                       validation_only=validation_only, licenses=tuple(sorted(licenses)))
+                self.licenses.add(str(row["license"]))
+
+    def data(self, if_empty: str) -> OutcomeData:
+        if self.columns is None:
+            raise ValueError(if_empty)
+        return OutcomeData(self.prompts, np.array(self.weak), np.array(self.strong), np.array(self.groups),
+                           *self.columns, validation_only=self.validation_only,
+                           licenses=tuple(sorted(self.licenses)))
+
+
+def shown_url(url: str) -> str:
+    """`url` with its password, if any, replaced by ***: safe for error messages and metadata."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _group(row: dict[str, Any], default: str) -> str:
@@ -127,7 +172,7 @@ def _parse_rows(file: Path) -> Iterable[dict[str, Any]]:
 
 
 def _pick_model_columns(rows: list[dict[str, Any]], prompt_column: str, weak: str | None, strong: str | None,
-                        file: Path) -> tuple[str, str]:
+                        file: str) -> tuple[str, str]:
     """Explicit names win; then known names; then the only two other columns, weaker-on-average first."""
     header = [c for c in rows[0] if c != prompt_column and c not in GROUP_COLUMNS + PROVENANCE_COLUMNS]
     weak = weak or next((c for c in WEAK_NAMES if c in header), None)
@@ -146,7 +191,7 @@ def _pick_model_columns(rows: list[dict[str, Any]], prompt_column: str, weak: st
     return (header[0], header[1]) if means[0] <= means[1] else (header[1], header[0])
 
 
-def _quality(value: object, file: Path, line: int) -> float:
+def _quality(value: object, file: str, line: int) -> float:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, int | float):

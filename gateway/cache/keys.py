@@ -106,6 +106,11 @@ class TenantKeys:
     def expiries(self, scope_id: str) -> str:
         return f"{self.prefix}:t:{scope_id}"
 
+    @property
+    def shadow(self) -> str:
+        """The tenant's shadow-labelling outcomes (a stream: gateway/shadow_sink.py), beside its cache."""
+        return f"{self.prefix}:shadow"
+
 
 @functools.lru_cache(maxsize=4096)
 def _tenant_keys(tenant: str) -> TenantKeys:
