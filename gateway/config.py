@@ -492,7 +492,8 @@ def summarize(config: TurnoutConfig) -> str:
         spec = f", speculative {deployment.speculative.method}" if deployment.speculative.enabled else ""
         scraped = f", metrics {deployment.metrics_url}" if deployment.metrics_url else ""
         lines.append(f"{tier}: {deployment.model} ({deployment.kind}, {where}{spec}{scraped})")
-    lines += [f"{tier}: balance {cfg.balance}" for tier, cfg in config.tiers.items() if cfg.balance != "least-outstanding"]
+    lines += [f"{tier}: balance {cfg.balance}" for tier, cfg in config.tiers.items()
+              if cfg.balance != "least-outstanding"]
     routing = config.routing
     cutoff = (f"strong_fraction {routing.strong_fraction}" if routing.strong_fraction is not None
               else f"threshold {routing.threshold if routing.threshold is not None else 'router default'}")
