@@ -105,7 +105,7 @@ class UpstreamMetrics(Collector):
                                labels=labels)
         gauges = {field: GaugeMetricFamily(name, help_text, labels=labels) for field, name, help_text in GAUGES}
         for tier, replicas in self.tiers.items():
-            for replica in replicas:
+            for replica in {id(r): r for r in replicas}.values():  # a tier may list one deployment twice
                 snapshot = replica.upstream
                 if snapshot is None:
                     continue
