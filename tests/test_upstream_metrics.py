@@ -241,11 +241,8 @@ class VllmLikeUpstream:
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[tuple[VllmLikeUpstream, VllmLikeUpstream]]:
     pair = VllmLikeUpstream(), VllmLikeUpstream()
-    for upstream in pair:
-        upstream.server.start(ready_path="/health")
-    yield pair
-    for upstream in pair:
-        upstream.server.stop()
+    with pair[0].server, pair[1].server:  # up once /health answers
+        yield pair
 
 
 @pytest.fixture
