@@ -23,6 +23,7 @@ from bench.upstream import app as instant_app
 from gateway.api import create_app
 from gateway.backends import build_backends
 from gateway.balancer import Balancer
+from gateway.cli import main
 from gateway.config import ConfigError, parse_config
 from gateway.upstream_metrics import UpstreamSnapshot, UpstreamValues, parse_vllm_metrics
 from gateway.upstream_poller import UpstreamMetrics
@@ -138,6 +139,21 @@ tiers:
     assert errors('{deployments: [{kind: embedded, model: m, metrics: "http://h/metrics"}]}') == [
         "tiers.small.deployments[0]: metrics: kind embedded runs in-process; its numbers are the gateway's own "
         "/metrics"]
+
+
+def test_config_check_shows_and_refuses_them(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text('tiers: {small: {balance: least-queue, deployments: [{kind: openai, model: m, '
+                    'url: "http://vllm:8000/v1"}]}}\n')
+    assert main(["config", "check", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "small: m (openai, http://vllm:8000/v1, metrics http://vllm:8000/metrics)" in out
+    assert "small: balance least-queue" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('tiers: {small: {deployments: [{kind: openai, model: m, url: "http://vllm:8000/v1", '
+                   'metrics: {url: auto, every_s: 1}}]}}\n')
+    assert main(["config", "check", str(bad)]) == 1
+    assert "tiers.small.deployments[0].metrics.every_s: unknown key" in capsys.readouterr().err
 
 
 # --- the balancer, on snapshots set by hand ------------------------------------------------------
