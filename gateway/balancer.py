@@ -1,12 +1,17 @@
-"""Replicas of a tier and how one is chosen: least outstanding requests, ties round-robin.
+"""Replicas of a tier and how one is chosen: least outstanding requests (or least queue), ties round-robin.
 
 A `Replica` is one backend plus what the gateway has learned about it: requests in flight, the last
-health check, and its circuit breaker. Tiers that name the same deployment share one Replica (as
-they share one backend), so its load and failures are counted once.
+health check, its circuit breaker, and the last scrape of its server's own metrics
+(gateway/upstream_poller.py). Tiers that name the same deployment share one Replica (as they share
+one backend), so its load and failures are counted once.
 
-Ranking, best first: breaker lets requests through > last health check passed > fewest requests
-in flight. `choose` only returns replicas the breaker lets through (the failover loop's pick);
-`pick` always returns one (the policy's provisional choice, which failover re-checks).
+Ranking, best first: breaker lets requests through > last health check passed > least load. Load is
+the tier's `balance`: `least-outstanding`, requests this gateway has in flight there; `least-queue`,
+the server's own running + waiting (`Replica.queue_depth`, which sees other gateways' and clients'
+requests too) — while every candidate left after the first two criteria has fresh metrics, else
+least-outstanding for that choice. `choose` only returns replicas the breaker lets through (the
+failover loop's pick); `pick` always returns one (the policy's provisional choice, which failover
+re-checks).
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from dataclasses import dataclass
 
 from gateway.backends.base import Backend
 from gateway.breaker import CircuitBreaker
-from gateway.config import DeploymentConfig, TurnoutConfig
+from gateway.config import Balance, DeploymentConfig, TurnoutConfig
 from gateway.types import Tier
+from gateway.upstream_metrics import UpstreamSnapshot
 
 
 @dataclass(eq=False)
@@ -30,6 +36,7 @@ class Replica:
     breaker: CircuitBreaker
     outstanding: int = 0
     healthy: bool | None = None  # last health check (in-process: loaded); None: not known yet
+    upstream: UpstreamSnapshot | None = None  # last scrape of the server's metrics; None: not scraped (yet)
 
     @property
     def model(self) -> str:
@@ -44,6 +51,16 @@ class Replica:
     def up(self) -> bool:
         """For /ready and metrics: known healthy, breaker closed (not open, nor waiting on a probe)."""
         return self.healthy is True and self.breaker.state == "closed"
+
+    @property
+    def queue_depth(self) -> float | None:
+        """The server's running + waiting requests at the last scrape, plus the change in this gateway's
+        own in flight there since (sent since, minus finished since); None while the metrics are stale."""
+        snapshot = self.upstream
+        queued = None if snapshot is None else snapshot.queued
+        if snapshot is None or queued is None:
+            return None
+        return max(0.0, queued + self.outstanding - snapshot.outstanding_at_scrape)
 
     @contextmanager
     def lease(self) -> Iterator[Replica]:
@@ -75,6 +92,7 @@ class Balancer:
         if len(set(names)) != len(names):
             raise ValueError(f"deployment names must be unique, got {names}")
         self._turns = {tier: itertools.count() for tier in self.tiers}
+        self._balance: dict[Tier, Balance] = {tier: config.tiers[tier].balance for tier in self.tiers}
 
     def pick(self, tier: Tier, model: str | None = None) -> Replica | None:
         """The best replica of `tier` (serving `model`, when named), even one that looks down;
@@ -92,12 +110,21 @@ class Balancer:
         if not candidates:
             return None
 
-        def rank(replica: Replica) -> tuple[bool, bool, int]:
-            return not replica.breaker.allows(), replica.healthy is False, replica.outstanding
+        def state(replica: Replica) -> tuple[bool, bool]:
+            return not replica.breaker.allows(), replica.healthy is False
 
-        best = min(rank(replica) for replica in candidates)
-        tied = [replica for replica in candidates if rank(replica) == best]
+        best_state = min(state(replica) for replica in candidates)
+        candidates = [replica for replica in candidates if state(replica) == best_state]
+        loads = self._loads(tier, candidates)
+        tied = [replica for replica, load in zip(candidates, loads, strict=True) if load == min(loads)]
         return tied[next(self._turns[tier]) % len(tied)]
+
+    def _loads(self, tier: Tier, candidates: list[Replica]) -> list[float]:
+        if self._balance[tier] == "least-queue":
+            depths = [replica.queue_depth for replica in candidates]
+            if all(depth is not None for depth in depths):
+                return [depth for depth in depths if depth is not None]
+        return [float(replica.outstanding) for replica in candidates]
 
 
 def _replica(backend: Backend, deployment: DeploymentConfig, name: str) -> Replica:

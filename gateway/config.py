@@ -51,6 +51,24 @@ class HealthCheckConfig(_Strict):
     timeout_s: float = Field(2.0, gt=0)
 
 
+class UpstreamMetricsConfig(_Strict):
+    """The deployment server's own Prometheus metrics (vLLM's `/metrics`), scraped in the background and
+    shown beside the gateway's (`turnout_upstream_*`, the dashboard); `balance: least-queue` reads its
+    queue depth. `url`: `auto` (kind openai: `<url without /v1>/metrics`; other kinds: off), `off`, or the
+    full URL. In YAML `metrics: off`, `metrics: auto` and `metrics: <URL>` are shorthands for `url`."""
+
+    url: str = "auto"
+    interval_s: float = Field(5.0, gt=0, description="seconds between scrapes")
+    timeout_s: float = Field(1.0, gt=0, description="a scrape slower than this marks the metrics stale")
+
+    @field_validator("url")
+    @classmethod
+    def _auto_off_or_http(cls, url: str) -> str:
+        if url not in ("auto", "off") and not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError(f"expected auto, off or an http(s):// URL, got {url!r}")
+        return url
+
+
 class BreakerConfig(_Strict):
     """Per-deployment circuit breaker: `failures` consecutive failed requests open it; after
     `cooldown_s` one request probes it (half-open) and its outcome closes or reopens it."""
@@ -88,6 +106,7 @@ class DeploymentConfig(_Strict):
     name: str | None = Field(None, description="id in x-turnout-deployment and /ready; default <tier>-<n>")
     health: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    metrics: UpstreamMetricsConfig = Field(default_factory=UpstreamMetricsConfig)
     extra_args: list[str] = Field(default_factory=list,
                                   description="more `vllm serve` flags (turnout vllm-args), e.g. "
                                               "--tensor-parallel-size=2; the gateway ignores them")
@@ -100,6 +119,31 @@ class DeploymentConfig(_Strict):
             raise ValueError("field required for kind openai (the server's base URL, e.g. http://host:8000/v1)")
         if kind == "embedded" and url:
             raise ValueError("kind embedded runs in-process and takes no url")
+        return url
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metrics_shorthand(cls, value: object) -> object:
+        """`metrics: off` (YAML reads a bare off/on as a boolean), `metrics: auto`, `metrics: <URL>`."""
+        if isinstance(value, bool):
+            return {"url": "auto" if value else "off"}
+        return {"url": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _metrics_need_a_server(self) -> DeploymentConfig:
+        if self.kind == "embedded" and self.metrics.url not in ("auto", "off"):
+            raise ValueError("metrics: kind embedded runs in-process; its numbers are the gateway's own /metrics")
+        return self
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the server's own metrics are scraped; None: not scraped."""
+        url = self.metrics.url
+        if url == "off" or (url == "auto" and (self.kind != "openai" or self.url is None)):
+            return None
+        if url == "auto":
+            assert self.url is not None
+            return self.url.rstrip("/").removesuffix("/v1") + "/metrics"
         return url
 
     @model_validator(mode="after")
@@ -118,8 +162,22 @@ class DeploymentConfig(_Strict):
         return self
 
 
+Balance = Literal["least-outstanding", "least-queue"]
+
+
 class TierConfig(_Strict):
     deployments: list[DeploymentConfig] = Field(min_length=1)
+    balance: Balance = Field(
+        "least-outstanding", description="how a replica is chosen: least-outstanding (fewest requests this "
+        "gateway has in flight there); least-queue (fewest running + waiting in the server's own metrics, plus "
+        "what this gateway sent since the last scrape; least-outstanding while any candidate's are stale)")
+
+    @model_validator(mode="after")
+    def _queue_needs_metrics(self) -> TierConfig:
+        if self.balance == "least-queue" and not any(d.metrics_url for d in self.deployments):
+            raise ValueError("balance least-queue reads the servers' own metrics: give at least one deployment "
+                             "metrics (kind openai with metrics auto or a URL); the embedded engine exports none")
+        return self
 
 
 class RuleCondition(_Strict):
@@ -445,7 +503,10 @@ def summarize(config: TurnoutConfig) -> str:
     for tier, deployment in config.deployments():
         where = deployment.url or ("in-process" if deployment.kind == "embedded" else "provider default URL")
         spec = f", speculative {deployment.speculative.method}" if deployment.speculative.enabled else ""
-        lines.append(f"{tier}: {deployment.model} ({deployment.kind}, {where}{spec})")
+        scraped = f", metrics {deployment.metrics_url}" if deployment.metrics_url else ""
+        lines.append(f"{tier}: {deployment.model} ({deployment.kind}, {where}{spec}{scraped})")
+    lines += [f"{tier}: balance {cfg.balance}" for tier, cfg in config.tiers.items()
+              if cfg.balance != "least-outstanding"]
     routing = config.routing
     cutoff = (f"strong_fraction {routing.strong_fraction}" if routing.strong_fraction is not None
               else f"threshold {routing.threshold if routing.threshold is not None else 'router default'}")

@@ -29,6 +29,7 @@ from gateway.pipeline import Pipeline
 from gateway.policy import Policy, build_router
 from gateway.shadow import Shadow
 from gateway.shadow_sink import shadow_sink
+from gateway.upstream_poller import UpstreamMetrics, UpstreamPoller
 
 if TYPE_CHECKING:  # both import torch; loaded only when configured
     from gateway.cache.matching.judge import Judge
@@ -68,6 +69,8 @@ class Runtime:
         self.pipeline = Pipeline(self.policy, failover, request_timeout_s=config.server.request_timeout_s,
                                  cache=self.cache, encoder=self.encoder, cascade=cascade, shadow=self.shadow)
         self.health = HealthMonitor()
+        self.upstream = UpstreamPoller(self.balancer.replicas)  # the servers' own metrics (vLLM's /metrics)
+        self.governance.metrics.registry.register(UpstreamMetrics(self.balancer.tiers))
         self._starting: asyncio.Task[None] | None = None
         self._announcing: asyncio.Task[None] | None = None
         self.on_ready = on_ready  # the CLI prints its "ready" line from it
@@ -80,6 +83,7 @@ class Runtime:
         """Begin loading in the background; returns at once. `on_ready`, when set, runs once when
         /ready would first answer 200."""
         self._starting = asyncio.create_task(self._start_all(), name="turnout-start")
+        await self.upstream.start()
         if self.on_ready is not None:
             self._announcing = asyncio.create_task(self._announce(self.on_ready), name="turnout-ready")
 
@@ -101,6 +105,7 @@ class Runtime:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await self.health.close()
+        await self.upstream.close()
         if self.shadow is not None:
             await self.shadow.close()
         await asyncio.gather(*(backend.close() for backend in self.backends), return_exceptions=True)

@@ -1,4 +1,5 @@
-"""The JSON behind /dashboard: totals since start read from the metrics registry, plus the timeline."""
+"""The JSON behind /dashboard: totals since start read from the metrics registry, plus the timeline, and each
+deployment's state now (the gateway's view beside its server's own metrics, from the same registry)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from gateway.dashboard.timeline import Timeline
 from gateway.errors import is_client_error, is_failure
 from gateway.metrics import Metrics
+from gateway.upstream_metrics import GAUGES
 
 CACHED = ("hit", "semantic-hit")
 
@@ -49,7 +51,30 @@ def dashboard_data(metrics: Metrics, timeline: Timeline) -> dict[str, Any]:
             "p50_s": histogram_quantile(0.50, buckets), "p95_s": histogram_quantile(0.95, buckets),
         },
         "series": timeline.series(),
+        "deployments": deployments(registry),
     }
+
+
+def deployments(registry: CollectorRegistry) -> list[dict[str, Any]]:
+    """One row per deployment: `turnout_deployment_*` (up, in flight, breaker), and under `upstream` its
+    server's metrics (`turnout_upstream_*`: `up` False when stale; absent values are null), or None when
+    they are not scraped. `tiers`: the tiers it serves, as far as the scraped metrics tell."""
+    rows: dict[str, dict[str, Any]] = {}
+    for labels, value in _samples(registry, "turnout_deployment_up"):
+        rows[labels["deployment"]] = {"name": labels["deployment"], "model": labels["model"], "up": value == 1,
+                                      "tiers": [], "upstream": None}
+    for key, name in (("outstanding", "turnout_deployment_outstanding_requests"),
+                      ("breaker_open", "turnout_deployment_breaker_open")):
+        for labels, value in _samples(registry, name):
+            rows[labels["deployment"]][key] = value if key == "outstanding" else value == 1
+    for labels, value in _samples(registry, "turnout_upstream_metrics_up"):
+        row = rows[labels["replica"]]
+        row["tiers"].append(labels["tier"])
+        row["upstream"] = {"up": value == 1, **{field: None for field, _, _ in GAUGES}}
+    for field, name, _ in GAUGES:
+        for labels, value in _samples(registry, name):
+            rows[labels["replica"]]["upstream"][field] = value
+    return list(rows.values())
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
