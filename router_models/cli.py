@@ -99,7 +99,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     calibrate.set_defaults(func=calibrate_command)
 
 
-def accept_outcome_urls(router_actions: argparse._SubParsersAction[argparse.ArgumentParser], readers: Mapping[str, OutcomeReader]) -> None:
+def accept_outcome_urls(router_actions: argparse._SubParsersAction[argparse.ArgumentParser],
+                        readers: Mapping[str, OutcomeReader]) -> None:
     """Let `train` and `eval` read `--data SCHEME://...` with `readers[SCHEME]` (`router_actions`: the
     `router` group's subcommands)."""
     for command in ("train", "eval"):
