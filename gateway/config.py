@@ -139,12 +139,13 @@ class DeploymentConfig(_Strict):
     def metrics_url(self) -> str | None:
         """Where the server's own metrics are scraped; None: not scraped."""
         url = self.metrics.url
-        if url == "off" or (url == "auto" and (self.kind != "openai" or self.url is None)):
+        if url == "off":
             return None
-        if url == "auto":
-            assert self.url is not None
-            return self.url.rstrip("/").removesuffix("/v1") + "/metrics"
-        return url
+        if url != "auto":
+            return url
+        if self.kind != "openai" or self.url is None:
+            return None
+        return self.url.rstrip("/").removesuffix("/v1") + "/metrics"
 
     @model_validator(mode="after")
     def _cache_salt_needs_a_server(self) -> DeploymentConfig:
