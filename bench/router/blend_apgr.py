@@ -31,8 +31,7 @@ from router_models.encoders import encoder_named
 from router_models.evaluate import routing_metrics
 from router_models.surprisal import SurprisalEncoder, SurprisalRouter
 from router_models.train import HeadSpec, cross_validate, group_folds
-
-BASELINES = ("random", "length")
+from router_models.transfer import Cell, selection
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -105,6 +104,7 @@ def main() -> None:
         sets[name] = load_outcomes(path)
 
     results: dict[str, dict[str, dict[str, float]]] = {}
+    table: dict[str, dict[str, Cell]] = {}  # router -> set -> cell, for the rule's own selection
     for name, data in sets.items():
         if data is mmlu:
             head_scores, surprisal = mmlu_head, mmlu_surprisal
@@ -119,16 +119,17 @@ def main() -> None:
         rows = {"random": RandomRouter().score(data.prompts), "length": PromptLengthRouter().score(data.prompts),
                 "default": head_scores, "surprisal": surprisal, "blend-rank": blend_rank(head_scores, surprisal),
                 "blend-fit": fitted}
-        results[name] = {r: routing_metrics(s, data.weak, data.strong).as_dict() for r, s in rows.items()}
+        for router, scores in rows.items():
+            table.setdefault(router, {})[name] = Cell(routing_metrics(scores, data.weak, data.strong))
+        results[name] = {router: table[router][name].metrics.as_dict() for router in rows}
         differ = int(np.sum(data.weak != data.strong))
         results[name]["n"] = {"prompts": float(len(data)), "outcomes differ": float(differ)}
         print(name, f"(n={len(data)}, differ={differ})",
               {r: round(m["apgr"], 3) for r, m in results[name].items() if r != "n"}, flush=True)
 
-    floor = {s: max(results[s][b]["apgr"] for b in BASELINES) for s in results}
-    for router in ("default", "surprisal", "blend-rank", "blend-fit"):
-        margins = {s: round(results[s][router]["apgr"] - floor[s], 3) for s in results}
-        print(f"{router:11} worst margin {min(margins.values()):+.3f}  {margins}")
+    for chosen in selection(table):  # margins over the better of random and length, per set
+        margins = {s: round(m, 3) for s, m in chosen.margins.items()}
+        print(f"{chosen.router:11} worst margin {chosen.worst_margin:+.3f}  {margins}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
