@@ -209,6 +209,7 @@ class VllmServer:
         self.env = server_env(venv, self.scratch, hub, env)
         self.process: subprocess.Popen[bytes] | None = None
         self._pids: set[int] = set()
+        self._shm: set[Path] = set()  # shared memory the group maps (vLLM's message queues)
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> VllmServer:
         with open(self.log_path, "ab") as log:
@@ -231,6 +232,7 @@ class VllmServer:
                 raise RuntimeError(f"vLLM exited ({self.returncode()}) before it was ready:\n{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + "/health", timeout=2.0).status_code == 200:
+                    self._remember()
                     return
             time.sleep(0.5)
         raise TimeoutError(f"vLLM not ready after {timeout_s:g}s:\n{self.log_tail()}")
@@ -280,29 +282,52 @@ class VllmServer:
                         pids.add(int(entry.name))
         return pids
 
-    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        """Signal the whole process group (the test of a server dying mid-request)."""
+    def _remember(self) -> None:
+        """Note the group's processes and the shared-memory files they map, to remove what a killed
+        group leaves behind."""
+        for pid in self.group_pids():
+            self._pids.add(pid)
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+                    path = line.split(maxsplit=5)[-1]
+                    if path.startswith("/dev/shm/") and not path.endswith("(deleted)"):
+                        self._shm.add(Path(path))
+
+    def kill(self) -> None:
+        """SIGKILL to vLLM's processes (the test of a server dying mid-request). multiprocessing's
+        resource tracker is spared: it removes the shared memory and semaphores they leave, and exits."""
+        self._remember()
+        for pid in self.group_pids():
+            with contextlib.suppress(OSError):
+                if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+
+    def _kill_group(self) -> None:
         if self.process is not None:
-            self._pids |= self.group_pids()
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     def stop(self) -> None:
+        """SIGTERM to the API server, which shuts its engine down and frees its shared memory (signalling the
+        whole group would kill multiprocessing's resource tracker before it can); SIGKILL after 20 s, and to
+        whatever of the group outlives it by 10 s; then the files a killed group leaves."""
         if self.process is not None:
-            self._pids |= self.group_pids()
-            self.kill(signal.SIGTERM)
+            self._remember()
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.kill(signal.SIGKILL)
+                self.kill()
                 self.process.wait()
             deadline = time.monotonic() + 10
             while self.group_pids() and time.monotonic() < deadline:  # the children outlive the leader briefly
                 time.sleep(0.1)
-            self.kill(signal.SIGKILL)
-        for pid in self._pids:
-            for leftover in Path("/dev/shm").glob(f"__KMP_REGISTERED_LIB_{pid}_*"):
-                leftover.unlink(missing_ok=True)
+            self._kill_group()
+        leftovers = [*self._shm, *(path for pid in self._pids
+                                   for path in Path("/dev/shm").glob(f"__KMP_REGISTERED_LIB_{pid}_*"))]
+        for leftover in leftovers:
+            leftover.unlink(missing_ok=True)
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __enter__(self) -> VllmServer:
