@@ -171,12 +171,13 @@ def test_named_tool_choice_comes_back_as_a_tool_call(client, vllm):
         json.loads(call.function.arguments)
     stream = client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER_TOOL], tool_choice=asked,
                                             max_tokens=100, temperature=0, stream=True)
-    names, arguments = set(), ""
+    names, arguments = [], ""
     for chunk in stream:
-        for delta_call in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
-            names.add(delta_call.function.name) if delta_call.function.name else None
-            arguments += delta_call.function.arguments or ""
-    assert names == {"get_weather"}
+        for choice in chunk.choices:
+            for delta_call in choice.delta.tool_calls or []:
+                names += [delta_call.function.name] if delta_call.function.name else []
+                arguments += delta_call.function.arguments or ""
+    assert names == ["get_weather"]
     json.loads(arguments)
 
 
