@@ -27,7 +27,11 @@ class SpeculativeConfig:
     max_batch: int = 4  # above this many running sequences, decode without drafts
 
     def __post_init__(self) -> None:
-        if self.method in ("draft_model", "ngram+draft_model", "eagle3") and not self.draft_model:
+        if self.method == "eagle3" and not self.draft_model:
+            raise ValueError("speculative method 'eagle3' needs draft_model: the EAGLE-3 head trained for the "
+                             "target model (a Hugging Face repo or a local dir); vLLM has nothing to draft with "
+                             "without one")
+        if self.method in ("draft_model", "ngram+draft_model") and not self.draft_model:
             raise ValueError(f"speculative method {self.method!r} needs draft_model")
         if not 1 <= self.num_speculative_tokens <= self.max_speculative_tokens:
             raise ValueError("num_speculative_tokens must be between 1 and max_speculative_tokens")

