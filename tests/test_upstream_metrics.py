@@ -3,7 +3,7 @@ instances of bench/upstream.py's OpenAI-compatible server, each with a /metrics 
 prometheus_client, as vLLM writes it) whose numbers the test sets, behind a gateway under uvicorn, through
 the official openai SDK. The gauges follow what the servers say, a metrics endpoint that fails or goes away
 reads up=0 and costs no request, and `balance: least-queue` sends requests to the shorter queue. No model
-and no vLLM needed (tests/vllm_server.py starts a real one)."""
+and no vLLM needed (bench/vllm_server.py starts a real one)."""
 
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ import openai
 import pytest
 from conftest import UvicornServer, free_port, vllm_example_config, wait_until_ready
 from scrape import scrape, total
-from vllm_server import VllmServer, running_vllm
 
+from bench.vllm_server import VllmServer, running_vllm
 from gateway.api import create_app
 from gateway.config import TurnoutConfig, parse_config
 from gateway.vllm_args import tier_serve_args
@@ -269,6 +269,20 @@ def test_cache_salt_scopes_vllms_prefix_cache(client, gateway, vllm_server):
     assert hits_after(other_tenant, "alpha") == 0  # another tenant, the same salt: not shared either
     assert hits_after(client, None) == 0
     assert hits_after(client, None) > 0
+
+
+def test_the_gateway_shows_vllms_own_metrics(client, gateway, vllm_server):
+    """`metrics: auto` scrapes vLLM's /metrics beside the gateway's own: the names the gateway reads are the
+    ones this vLLM exports (its prefix cache has hit by now: the test above reused a prompt)."""
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1, temperature=0)
+    deadline = time.monotonic() + DEADLINE_S
+    while (samples := scrape(gateway.url)) and not total(samples, "turnout_upstream_prefix_cache_hit_ratio") \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert total(samples, "turnout_upstream_metrics_up", tier="small") == 1
+    assert 0 < total(samples, "turnout_upstream_prefix_cache_hit_ratio", tier="small") <= 1
+    assert total(samples, "turnout_upstream_requests_waiting", tier="small") == 0
+    assert "turnout_upstream_kv_cache_usage" in samples
 
 
 # --- errors and failures --------------------------------------------------------------------------------

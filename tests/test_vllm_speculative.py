@@ -17,8 +17,8 @@ import openai
 import pytest
 from conftest import ROOT, TEST_MODEL, UvicornServer, free_port, wait_until_ready
 from scrape import scrape, total
-from vllm_server import VllmServer, builtin_models_in, hub_cache, running_vllm
 
+from bench.vllm_server import VllmServer, builtin_models_in, hub_cache, running_vllm
 from drafters.vllm import hub_id
 from gateway.api import create_app
 from gateway.config import load_config
