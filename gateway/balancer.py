@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from gateway.backends.base import Backend
 from gateway.breaker import CircuitBreaker
@@ -72,8 +72,13 @@ class Replica:
             self.outstanding -= 1
 
     def describe(self) -> dict[str, object]:
-        return {"model": self.model, "up": self.up, "healthy": self.healthy, "breaker": self.breaker.state,
-                "outstanding": self.outstanding}
+        """/ready's entry; `upstream` (as on the dashboard): the last scrape of the server's own metrics,
+        where it is scraped."""
+        described: dict[str, object] = {"model": self.model, "up": self.up, "healthy": self.healthy,
+                                        "breaker": self.breaker.state, "outstanding": self.outstanding}
+        if self.upstream is not None:
+            described["upstream"] = {"up": self.upstream.up, **asdict(self.upstream.values)}
+        return described
 
 
 class Balancer:

@@ -340,6 +340,8 @@ def test_gauges_follow_the_served_metrics(servers):
                                          "spec_decode_mean_acceptance_length": 3.0}
         page = httpx.get(server.url + "/dashboard", timeout=10).text
         assert 'data-table="deployments"' in page and "deploymentRows(data.deployments)" in page
+        ready = httpx.get(server.url + "/ready", timeout=10).json()["deployments"]
+        assert ready["a"]["upstream"] == rows["a"]["upstream"] and ready["b"]["upstream"]["waiting"] == 0
 
 
 def test_failing_or_gone_metrics_read_up_0_and_cost_no_request(servers):
