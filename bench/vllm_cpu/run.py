@@ -154,7 +154,7 @@ def gateway(config: str) -> Iterator[tuple[str, int]]:
 @contextmanager
 def vllm(seat: str) -> Iterator[VllmServer]:
     config = parse_config(config_text(deployment(seat, free_port())))
-    args = tier_serve_args(config, "large")[0]
+    (args,) = tier_serve_args(config, "large").values()
     server = VllmServer(args, venv=ensure_venv(), hub=hub_cache(builtin_models_in(args)))
     server.start(900)
     try:
