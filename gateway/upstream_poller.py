@@ -92,14 +92,14 @@ def _auth(replica: Replica) -> dict[str, str]:
 
 
 class UpstreamMetrics(Collector):
-    """`turnout_upstream_*{tier, replica}` at scrape time, from each replica's last snapshot: `…_metrics_up`
+    """`turnout_upstream_*{tier, deployment}` at scrape time, from each replica's last snapshot: `…_metrics_up`
     for every scraped replica, the values only while fresh and exported by the server."""
 
     def __init__(self, tiers: dict[Tier, list[Replica]]):
         self.tiers = tiers
 
     def collect(self) -> Iterable[Metric]:
-        labels = ["tier", "replica"]
+        labels = ["tier", "deployment"]
         up = GaugeMetricFamily("turnout_upstream_metrics_up", "1 when the last scrape of the deployment "
                                "server's own metrics succeeded, 0 when it failed (the values below are then absent)",
                                labels=labels)

@@ -200,7 +200,7 @@ def test_one_sample_per_tier_and_replica_fresh_values_only():
 
     assert samples() == {}  # not scraped yet (and the embedded engine never is)
     balancer.tiers["small"][0].upstream = UpstreamSnapshot(up=True, values=UpstreamValues(waiting=2.0))
-    both = [({"tier": "small", "replica": "s"}, 1.0), ({"tier": "large", "replica": "s"}, 1.0)]
+    both = [({"tier": "small", "deployment": "s"}, 1.0), ({"tier": "large", "deployment": "s"}, 1.0)]
     assert samples() == {"turnout_upstream_metrics_up": both,
                          "turnout_upstream_requests_waiting": [(labels, 2.0) for labels, _ in both]}
     balancer.tiers["small"][0].upstream = UpstreamSnapshot(up=False)
@@ -305,7 +305,7 @@ def _upstream_lines(samples: dict[str, list[tuple[dict[str, str], float]]]) -> d
 
 def gauge(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, replica: str) -> float | None:
     values = [value for labels, value in samples.get(f"turnout_upstream_{name}", [])
-              if labels == {"tier": "small", "replica": replica}]
+              if labels == {"tier": "small", "deployment": replica}]
     assert len(values) <= 1
     return values[0] if values else None
 

@@ -68,12 +68,12 @@ def deployments(registry: CollectorRegistry) -> list[dict[str, Any]]:
         for labels, value in _samples(registry, name):
             rows[labels["deployment"]][key] = value if key == "outstanding" else value == 1
     for labels, value in _samples(registry, "turnout_upstream_metrics_up"):
-        row = rows[labels["replica"]]
+        row = rows[labels["deployment"]]
         row["tiers"].append(labels["tier"])
         row["upstream"] = {"up": value == 1, **{field: None for field, _, _ in GAUGES}}
     for field, name, _ in GAUGES:
         for labels, value in _samples(registry, name):
-            rows[labels["replica"]]["upstream"][field] = value
+            rows[labels["deployment"]]["upstream"][field] = value
     return list(rows.values())
 
 
