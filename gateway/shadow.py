@@ -100,6 +100,8 @@ class Shadow:
         other: Tier = "large" if job.served.tier == "small" else "small"
         if not self.failover.balancer.tiers.get(other):
             return
+        if not self.sink.ready():
+            raise SinkUnavailable("the sink cannot keep a record now")
         limit = min(int(job.request.params.get("max_tokens") or self.config.max_tokens), self.config.max_tokens)
         request = replace(job.request, model=other, params={**job.request.params, "max_tokens": limit},
                           reference=None)

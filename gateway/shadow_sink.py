@@ -36,6 +36,10 @@ class SinkUnavailable(Exception):
 
 
 class ShadowSink(Protocol):
+    def ready(self) -> bool:
+        """Can a record likely be kept now? Checked before the other tier and the judge are asked, so that
+        a sink that is down costs no generation."""
+
     async def write(self, tenant: str, row: dict[str, Any]) -> None:
         """Keep `row` among `tenant`'s outcomes; raises SinkUnavailable when it cannot, now."""
 
@@ -51,6 +55,9 @@ class JsonlSink:
     def __init__(self, directory: Path):
         self.directory = directory
 
+    def ready(self) -> bool:
+        return True
+
     async def write(self, tenant: str, row: dict[str, Any]) -> None:
         await asyncio.to_thread(_append, self.directory / f"{_file_name(tenant)}.jsonl", row)
 
@@ -59,6 +66,10 @@ class RedisStreamSink:
     def __init__(self, state: Handle[StateStore], maxlen: int):
         self.state = state
         self.maxlen = maxlen
+
+    def ready(self) -> bool:
+        store = self.state.get()
+        return store is not None and store.accepting()
 
     async def write(self, tenant: str, row: dict[str, Any]) -> None:
         store = self.state.get()

@@ -55,6 +55,11 @@ class StateStore:
                 log.warning("redis unavailable for %s (%s)", component, exc.reason)
             raise StateUnavailable(exc.reason) from exc
 
+    def accepting(self) -> bool:
+        """Would a call be let through now (breaker not open)? No side effect: for work that only pays off
+        if its result can be written."""
+        return self._guard.breaker.allows()
+
     async def health(self) -> bool:
         try:
             return bool(await self._guard.run(self.redis.ping, probe=True))

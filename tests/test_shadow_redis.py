@@ -117,6 +117,30 @@ def test_with_redis_down_the_reply_is_the_same_and_the_lost_record_counted(upstr
         assert [row["prompt"] for row in records_when(redis_server.url, ONE, 1)] == ["Name a colour."]
 
 
+def test_with_the_sinks_breaker_open_no_other_answer_or_verdict_is_generated(upstream, tmp_path):
+    """A record that cannot be kept costs nothing: once the sink's Redis breaker is open, a sampled request
+    asks neither the other tier nor the judge (one failure opens it here; the cooldown outlasts the test)."""
+    config = redis_config(upstream.server.base_url, "{url}").replace(
+        "semantic_enabled: false", "semantic_enabled: false, breaker_failures: 1, breaker_cooldown_s: 600")
+    with running_redis(tmp_path / "redis") as redis_server, \
+            gateway(config.replace("{url}", redis_server.url)) as (server, _):
+        serving(server)
+        redis_server.kill()
+        lost = 0.0
+        for question in ("What is 2+2?", "What is 3+3?"):
+            asked_before = len(upstream.bodies["large-model"])
+            assert ask(server, question, api_key="key-one") == REPLY
+            deadline = time.monotonic() + WAIT_S
+            while total(samples := scrape(server.url), "turnout_shadow_labels_total",
+                        outcome="sink-unavailable") <= lost:
+                assert time.monotonic() < deadline, "the lost record was never counted"
+                time.sleep(0.05)
+            lost += 1
+        # the first lost record still asked (its write opened the breaker); the second asked nothing
+        assert len(upstream.bodies["large-model"]) == asked_before
+        assert total(samples, "turnout_shadow_labels_total", outcome="labelled") == 0
+
+
 def shadow_rows() -> list[dict]:
     """Outcome rows as the gateway records them, with a learnable rule: arithmetic needs the large tier."""
     return [{"prompt": f"{prompt} ({i})", "weak_quality": weak, "strong_quality": 1.0, "source": "shadow",
