@@ -19,6 +19,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -197,11 +198,17 @@ def _train(args: argparse.Namespace) -> int:
                             "weak_column": data.weak_column, "strong_column": data.strong_column,
                             "n_prompts": len(data)}
     if args.folds:
-        result = cross_validate(spec, data, embeddings, n_splits=args.folds, exclude_from_training=excluded)
+        held_out, row = "whole groups", "this head (group-held-out CV)"
+        cv_data = data
+        if len(set(data.groups)) < args.folds:  # e.g. one tenant's shadow stream: every row in one group
+            held_out = f"prompts (only {len(set(data.groups))} groups, fewer than the folds)"
+            row = "this head (prompt-held-out CV)"
+            cv_data = replace(data, groups=np.arange(len(data)).astype(str))
+        result = cross_validate(spec, cv_data, embeddings, n_splits=args.folds, exclude_from_training=excluded)
         rows = {"random": routing_metrics(RandomRouter().score(data.prompts), data.weak, data.strong),
                 "length": routing_metrics(PromptLengthRouter().score(data.prompts), data.weak, data.strong),
-                "this head (group-held-out CV)": result.metrics}
-        print(f"\n{args.folds}-fold cross-validation holding out whole groups:")
+                row: result.metrics}
+        print(f"\n{args.folds}-fold cross-validation holding out {held_out}:")
         _print_metrics(rows)
         meta["cv"] = {"folds": args.folds, **result.metrics.as_dict()}
     keep = ~np.isin(data.groups, excluded)

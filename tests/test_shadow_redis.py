@@ -173,9 +173,9 @@ def test_train_and_eval_read_a_tenants_stream_in_pages(redis_server, tmp_path, c
     monkeypatch.setattr("gateway.shadow_read.PAGE", 5)  # 24 records: five XRANGE pages
     write_records(redis_server.url, {ONE: shadow_rows(), TWO: shadow_rows()[:3]})
     url, weights = stream_url(redis_server.url, ONE), tmp_path / "head.npz"
-    assert main(["router", "train", "--data", url, "--out", str(weights), "--inputs", "features",
-                 "--folds", "0"]) == 0
-    assert "24 prompts" in capsys.readouterr().out
+    assert main(["router", "train", "--data", url, "--out", str(weights), "--inputs", "features"]) == 0
+    out = capsys.readouterr().out  # one tenant's stream is one group: the default 5 folds hold out prompts
+    assert "24 prompts in 1 groups" in out and "5-fold cross-validation holding out prompts (only 1 groups" in out
     head = load_router(str(weights)).head
     assert head.meta["trained_on"] == url and head.meta["weak_column"] == "weak_quality"
     assert main(["router", "eval", "--data", url, "--data", f"other={stream_url(redis_server.url, TWO)}",
