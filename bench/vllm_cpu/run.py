@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -126,7 +127,7 @@ def resident_gb(pid: int) -> float:
 
 @contextmanager
 def gateway(config: str) -> Iterator[tuple[str, int]]:
-    """`turnout serve` on `config`: (base URL, pid) once /health answers."""
+    """`turnout serve` on `config`: (base URL, pid) once /ready answers 200 (its models loaded)."""
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
         file.write(config)
@@ -137,7 +138,7 @@ def gateway(config: str) -> Iterator[tuple[str, int]]:
         deadline = time.monotonic() + 600
         while True:
             try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -192,6 +193,7 @@ def main() -> None:
     parser.add_argument("--seats", nargs="+", choices=SEATS, default=SEATS)
     parser.add_argument("--latency-requests", type=int, default=20)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops its servers (finally)
     workloads = {"chat": [[{"role": "user", "content": p}] for p in sharegpt_prompts(STREAMS, max_chars=600)],
                  "code-edit": [[{"role": "user", "content": EDIT.format(code=code)}]
                                for code in humaneval_code()[:STREAMS]]}
