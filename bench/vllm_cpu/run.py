@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,32 +33,23 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-import httpx
 import openai
 import psutil
 import yaml
 
 from bench.common import markdown_table
 from bench.datasets import humaneval_code, sharegpt_prompts
+from bench.overhead.servers import free_port, turnout_server
 from bench.spec.run import DRAFT, EDIT, TARGET
 from bench.vllm_server import VLLM_VERSION, VllmServer, builtin_models_in, ensure_venv, hub_cache
 from gateway.config import parse_config
 from gateway.vllm_args import tier_serve_args
-
-ROOT = Path(__file__).resolve().parents[2]
 
 SPECULATIVE = {"": None, "+ngram": {"method": "ngram", "num_speculative_tokens": 4},
                "+draft": {"method": "draft_model", "draft_model": DRAFT, "num_speculative_tokens": 4}}
 SEATS = [f"{kind}{suffix}" for kind in ("embedded", "vllm") for suffix in SPECULATIVE]
 STREAMS = 8
 Messages = list[dict[str, str]]
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def config_text(deployment: dict[str, Any]) -> str:
@@ -127,29 +117,15 @@ def resident_gb(pid: int) -> float:
 
 @contextmanager
 def gateway(config: str) -> Iterator[tuple[str, int]]:
-    """`turnout serve` on `config`: (base URL, pid) once /ready answers 200 (its models loaded)."""
-    port = free_port()
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
-        file.write(config)
-    process = subprocess.Popen([str(Path(sys.executable).parent / "turnout"), "serve", "--config", file.name,
-                                "--port", str(port), "--log-level", "warning"], cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"turnout serve did not come up (exit {process.poll()})")
-            time.sleep(1)
-        yield url + "/v1", process.pid
-    finally:
-        process.terminate()
-        process.wait(60)
-        os.unlink(file.name)
+    """`turnout serve` on `config` (bench/overhead's launcher): (base URL, pid) once /ready answers 200."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "turnout.yaml"
+        path.write_text(config)
+        server = turnout_server(path).start(timeout_s=900)
+        try:
+            yield server.url + "/v1", server.pid
+        finally:
+            server.stop()
 
 
 @contextmanager
