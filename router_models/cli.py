@@ -189,7 +189,8 @@ def _train(args: argparse.Namespace) -> int:
 
     encoder = args.encoder or SHARED_ENCODER_NAME
     embeddings = _embeddings(data.prompts, args.cache_dir, encoder) if spec.inputs.startswith("embedding") else None
-    print(f"{len(data)} prompts in {len(set(data.groups))} groups; weak={data.weak_column} "
+    groups = len(set(data.groups))
+    print(f"{len(data)} prompts in {groups} groups; weak={data.weak_column} "
           f"({data.weak.mean():.3f}), strong={data.strong_column} ({data.strong.mean():.3f})")
     print(f"head: {spec.description} on {encoder}" + (f"; not learning from {excluded}" if excluded else ""))
     meta: dict[str, Any] = {"encoder": encoder, "trained_on": source,
@@ -200,8 +201,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.folds:
         held_out, row = "whole groups", "this head (group-held-out CV)"
         cv_data = data
-        if len(set(data.groups)) < args.folds:  # e.g. one tenant's shadow stream: every row in one group
-            held_out = f"prompts (only {len(set(data.groups))} groups, fewer than the folds)"
+        if groups < args.folds:  # e.g. one tenant's shadow stream: every row in one group
+            held_out = f"prompts (only {groups} groups, fewer than the folds)"
             row = "this head (prompt-held-out CV)"
             cv_data = replace(data, groups=np.arange(len(data)).astype(str))
         result = cross_validate(spec, cv_data, embeddings, n_splits=args.folds, exclude_from_training=excluded)

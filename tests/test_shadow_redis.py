@@ -120,10 +120,10 @@ def test_with_redis_down_the_reply_is_the_same_and_the_lost_record_counted(upstr
 def test_with_the_sinks_breaker_open_no_other_answer_or_verdict_is_generated(upstream, tmp_path):
     """A record that cannot be kept costs nothing: once the sink's Redis breaker is open, a sampled request
     asks neither the other tier nor the judge (one failure opens it here; the cooldown outlasts the test)."""
-    config = redis_config(upstream.server.base_url, "{url}").replace(
-        "semantic_enabled: false", "semantic_enabled: false, breaker_failures: 1, breaker_cooldown_s: 600")
-    with running_redis(tmp_path / "redis") as redis_server, \
-            gateway(config.replace("{url}", redis_server.url)) as (server, _):
+    with running_redis(tmp_path / "redis") as redis_server, gateway(redis_config(
+            upstream.server.base_url, redis_server.url).replace(
+            "semantic_enabled: false", "semantic_enabled: false, breaker_failures: 1, breaker_cooldown_s: 600")
+    ) as (server, _):
         serving(server)
         redis_server.kill()
         lost = 0.0
