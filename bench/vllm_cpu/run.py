@@ -41,7 +41,7 @@ from bench.common import markdown_table
 from bench.datasets import humaneval_code, sharegpt_prompts
 from bench.overhead.servers import free_port, turnout_server
 from bench.spec.run import DRAFT, EDIT, TARGET
-from bench.vllm_server import VLLM_VERSION, VllmServer, builtin_models_in, ensure_venv, hub_cache
+from bench.vllm_server import VLLM_VERSION, VllmServer, running_vllm
 from gateway.config import parse_config
 from gateway.vllm_args import tier_serve_args
 
@@ -132,12 +132,8 @@ def gateway(config: str) -> Iterator[tuple[str, int]]:
 def vllm(seat: str) -> Iterator[VllmServer]:
     config = parse_config(config_text(deployment(seat, free_port())))
     (args,) = tier_serve_args(config, "large").values()
-    server = VllmServer(args, venv=ensure_venv(), hub=hub_cache(builtin_models_in(args)))
-    server.start(900)
-    try:
+    with running_vllm(args, timeout_s=900) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def added_latency(server: VllmServer, requests: int) -> list[list[object]]:
