@@ -14,13 +14,14 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from drafters.costs import draft_step_cost
-from drafters.quantize import CALIBRATION_TEXT, quantize_draft
+from drafters.quantize import quantize_draft
 from drafters.vocab import frequent_tokens, restrict_head
 from engine.drafting import Draft, DraftContext
 from engine.kv import cache_argument, cache_from_layers, cache_layers, crop_cache
 from engine.loader import LoadedModel
 from engine.prefix_cache import NO_MATCH, PrefixCache, common_prefix
 from engine.sampling import make_generator, probabilities
+from engine.smoothquant import CALIBRATION_TEXT
 from engine.store import turnout_home
 
 

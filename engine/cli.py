@@ -41,22 +41,30 @@ def _reporting_store_errors(handler: Handler) -> Handler:
 def pull_model(args: argparse.Namespace) -> int:
     """Download, verify and convert a built-in model into the local store."""
     path = store.pull(args.name, progress=not args.quiet, force=args.force, keep_gguf=args.keep_gguf)
+    if args.weights != "fp32":
+        path = store.convert_weights(str(path), args.weights, progress=not args.quiet)
     print(path)
     return 0
 
 
 @_reporting_store_errors
 def list_models(args: argparse.Namespace) -> int:
-    """Show built-in and locally converted models, whether each is pulled, and their size on disk."""
+    """Show built-in and locally converted models, whether each is pulled, their weight format and their
+    size to download, on disk and in memory."""
     table = Table(title=f"models in {store.models_dir()}")
-    for column in ("name", "download", "on disk", "source", "pulled"):
-        table.add_column(column, no_wrap=True, justify="right" if column in ("download", "on disk") else "left")
+    sizes = ("download", "on disk", "in memory")
+    for column in ("name", "weights", *sizes, "source", "pulled"):
+        table.add_column(column, no_wrap=True, justify="right" if column in sizes else "left")
     table.add_column("path", overflow="fold")
     for info in store.list_models():
-        table.add_row(info.name, decimal(info.size), decimal(info.disk_size) if info.disk_size is not None else "",
+        table.add_row(info.name, info.weights, decimal(info.size), _size(info.disk_size), _size(info.memory),
                       info.source, "yes" if info.pulled else "no", info.path if info.pulled else "")
     print_table(table)
     return 0
+
+
+def _size(size: int | None) -> str:
+    return decimal(size) if size is not None else ""
 
 
 def print_table(table: Table) -> None:
@@ -88,6 +96,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     pull.add_argument("--quiet", action="store_true", help="no progress bars")
     pull.add_argument("--force", action="store_true", help="pull again even if already pulled")
     pull.add_argument("--keep-gguf", action="store_true", help="keep the GGUF file next to the model")
+    pull.add_argument("--weights", choices=store.WEIGHT_FORMATS, default="fp32",
+                      help="also convert it to this weight format (what a deployment's `weights:` loads)")
     pull.set_defaults(func=pull_model)
 
     listing = models_commands.add_parser("list", help=list_models.__doc__)

@@ -52,14 +52,15 @@ class Engine:
     @classmethod
     def load(cls, name_or_path: str, *, max_batch_size: int = 8, max_waiting: int = 64,
              device: str | None = None, max_context: int = DEFAULT_MAX_CONTEXT, progress: bool = True,
-             **scheduler_options: Any) -> Engine:
-        """Blocking: resolve (pulling a built-in model if needed) and load; start the scheduler thread.
+             weights: str = "fp32", **scheduler_options: Any) -> Engine:
+        """Blocking: resolve (pulling a built-in model, and converting it to `weights`, if needed) and load;
+        start the scheduler thread.
         Engines load one at a time (LOAD_LOCK): transformers loading is not thread-safe, and two pulls'
         progress bars cannot share the terminal."""
         from engine.store import resolve
 
         with LOAD_LOCK:
-            location = resolve(name_or_path, progress=progress)
+            location = resolve(name_or_path, progress=progress, weights=weights)
             loaded = load_model(name_or_path, location, device=device, max_context=max_context, pack=True)
             return cls(loaded, max_batch_size=max_batch_size, max_waiting=max_waiting, progress=progress,
                        **scheduler_options)

@@ -1,4 +1,5 @@
-"""Load a causal LM and its tokenizer for the engine (fp32 on CPU: faster than bf16 on AVX2 CPUs)."""
+"""Load a causal LM and its tokenizer for the engine: float32 on CPU (bf16 on a GPU), or the store's
+int8 conversion of it (engine/quantized.py), which runs on the CPU."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from engine.packed_linear import pack_linears, packing_available
+from engine.quantized import is_int8_dir, load_int8
+from engine.stepwise_attention import STEPWISE
 
 DEFAULT_MAX_CONTEXT = 8192
 
@@ -32,15 +35,22 @@ def load_model(model_id: str, location: str, *, device: str | None = None,
     """`location` is a local directory or a Hugging Face repo id (resolved by engine.store).
 
     `pack` puts the linear layers of an fp32 CPU model in oneDNN's layout (engine.packed_linear): faster
-    for batched and speculative steps and batch-invariant; leave it off for a model to be quantized."""
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    for batched and speculative steps and batch-invariant; leave it off for a model to be quantized.
+    An int8 dir (`store.resolve(..., weights="int8")`) loads as it was converted, on the CPU."""
+    int8 = is_int8_dir(location)
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() and not int8 else "cpu"))
+    if int8 and target.type != "cpu":
+        raise ValueError(f"{model_id}: int8 weights run on the CPU; use weights: fp32 on {target.type}")
     dtype = torch.float32 if target.type == "cpu" else torch.bfloat16
     with LOAD_LOCK:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, attn_implementation="sdpa")
-        model.to(target).eval()  # type: ignore[arg-type]  # transformers wraps Module.to, typing the bound call wrongly
-        if pack and dtype == torch.float32 and packing_available(target):
-            pack_linears(model)
+        if int8:
+            model = load_int8(location)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, attn_implementation=STEPWISE)
+            model.to(target).eval()  # type: ignore[arg-type]  # transformers wraps Module.to, typing the bound call wrongly
+            if pack and dtype == torch.float32 and packing_available(target):
+                pack_linears(model)
     return LoadedModel(
         model_id=model_id,
         model=model,

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from rich.filesize import decimal
@@ -39,7 +39,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from engine.types import WeightFormat
+
 MANIFEST = "turnout-model.json"
+WEIGHT_FORMATS: tuple[str, ...] = get_args(WeightFormat)
+WEIGHT_FORMAT_VERSION = 1  # bump when a format's conversion changes, so stale conversions are rebuilt
 _CHUNK = 8 * 1024 * 1024
 _PIP_ERROR_LINES = 6
 _HF_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -158,7 +162,9 @@ class ModelInfo:
     source: str
     pulled: bool
     path: str
-    disk_size: int | None = None  # the converted float32 model dir, several times `size`; None unpulled
+    disk_size: int | None = None  # the converted model dir (float32: several times `size`); None unpulled
+    weights: str = "fp32"
+    memory: int | None = None  # the weights' bytes once loaded; None unpulled
 
 
 def turnout_home() -> Path:
@@ -512,12 +518,55 @@ def _convert_local_gguf(gguf: Path, *, pull: bool, progress: bool) -> Path:
     return _build_once(name, sha256, build)
 
 
-def resolve(name_or_path: str, *, pull: bool = True, progress: bool = True) -> str:
-    """What `from_pretrained` should load for a user's model argument.
+def resolve(name_or_path: str, *, pull: bool = True, progress: bool = True, weights: str = "fp32") -> str:
+    """What the engine should load for a user's model argument.
 
     built-in name -> its converted dir (pulled if missing and `pull`); model dir with config.json -> itself;
     .gguf file -> converted once into the cache; `org/repo` -> returned as is (a Hugging Face repo id).
+    `weights` other than fp32: that float model converted once more into the format (`convert_weights`).
     """
+    location = _resolve_float(name_or_path, pull=pull, progress=progress)
+    if weights == "fp32":
+        return location
+    return str(convert_weights(location, weights, pull=pull, progress=progress))
+
+
+def convert_weights(location: str, weights: str, *, pull: bool = True, progress: bool = True) -> Path:
+    """The float model at `location` in weight format `weights`, converted once into the store as
+    `<model>-<weights>` (atomic, under the model's lock, like a pull) and reused after."""
+    if weights not in WEIGHT_FORMATS:
+        raise StoreError(f"unknown weight format {weights!r}; formats: {', '.join(WEIGHT_FORMATS)}")
+    source = Path(location)
+    if source.parent == models_dir():
+        key, identity = source.name, (read_manifest(source) or {}).get("sha256", "")
+    else:  # a user's model dir or a Hugging Face repo id: keyed by where it is and what is there
+        files = sorted(source.glob("*.safetensors")) if source.is_dir() else []
+        identity = location + "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+        key = f"model-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    name = f"{key}-{weights}"
+    fingerprint = hashlib.sha256(f"{identity}|{weights}|{WEIGHT_FORMAT_VERSION}".encode()).hexdigest()
+    if _is_installed(models_dir() / name, fingerprint):
+        return models_dir() / name
+    if not pull:
+        raise StoreError(f"{location} has no {weights} conversion yet (resolve it with pull enabled)")
+
+    def build(build_dir: Path) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        from engine.quantized import convert_int8
+
+        timings: dict[str, float] = {}
+        with _stderr_silenced(not progress), tqdm(total=1, desc=f"convert {key} to {weights}", unit="model",
+                                                  disable=not progress) as bar, _timed(timings, "convert_s"):
+            facts = convert_int8(location, build_dir)
+            bar.update()
+        return {"source": f"converted from {location}", "description": f"{key}, {weights} weights",
+                "size": disk_usage(build_dir), "weights": weights, "timings": timings, **facts}
+
+    return _build_once(name, fingerprint, build)
+
+
+def _resolve_float(name_or_path: str, *, pull: bool, progress: bool) -> str:
     if name_or_path in BUILTIN_MODELS:
         spec = BUILTIN_MODELS[name_or_path]
         dest = models_dir() / spec.name
@@ -547,15 +596,27 @@ def list_models() -> list[ModelInfo]:
     for spec in BUILTIN_MODELS.values():
         pulled = _is_installed(root / spec.name, spec.sha256)
         infos.append(ModelInfo(spec.name, spec.description, spec.size, spec.source, pulled, str(root / spec.name),
-                               disk_usage(root / spec.name) if pulled else None))
+                               disk_usage(root / spec.name) if pulled else None,
+                               memory=weights_in_memory(root / spec.name) if pulled else None))
     if root.is_dir():
         for entry in sorted(root.iterdir()):
             manifest = read_manifest(entry)
             if entry.name not in BUILTIN_MODELS and not entry.name.startswith(".") and manifest:
                 description = manifest.get("description") or f"converted from {manifest['gguf_file']}"
                 infos.append(ModelInfo(entry.name, description, manifest["size"], manifest["source"], True,
-                                       str(entry), disk_usage(entry)))
+                                       str(entry), disk_usage(entry), manifest.get("weights", "fp32"),
+                                       weights_in_memory(entry)))
     return infos
+
+
+def weights_in_memory(path: Path) -> int:
+    """What a model dir's weights take once loaded: its safetensors files (the engine copies them out
+    of the file), and a tied int8 head once more (the head is the embedding's rows, packed again)."""
+    size = sum(file.stat().st_size for file in path.glob("*.safetensors"))
+    manifest = read_manifest(path) or {}
+    if manifest.get("tied_head"):
+        size += int(manifest.get("embedding_bytes", 0))
+    return size
 
 
 def disk_usage(path: Path) -> int:

@@ -105,3 +105,7 @@ class Delta:
     usage: Usage | None = None
     spec: SpecStats | None = None
     logprobs: list[TokenLogprob] | None = None  # one per token id, when SamplingParams.top_logprobs is set
+
+WeightFormat = Literal["fp32", "int8"]
+"""What the embedded engine computes on: the float32 model, or its int8 conversion (engine/quantized.py)."""
+DEFAULT_WEIGHTS: WeightFormat = "fp32"

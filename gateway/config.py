@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from engine.speculative import SpeculativeConfig
-from engine.types import DEFAULT_PREFIX_CACHE_MB
+from engine.types import DEFAULT_PREFIX_CACHE_MB, DEFAULT_WEIGHTS, WeightFormat
 from gateway.cache.config import CacheConfig
 from gateway.types import Tier
 from router_models.conversation import TurnsMode
@@ -96,6 +96,9 @@ class DeploymentConfig(_Strict):
                                    "prompt KV per model (the target's, and as much for a draft model's); 0: off")
     threads: int | None = Field(None, ge=1, description="embedded: torch threads per step; default: the "
                                 "process's cores, shared among the engines with work")
+    weights: WeightFormat = Field(DEFAULT_WEIGHTS, description="embedded: the weight format the engine "
+                                  "computes on (fp32, or int8: converted once in the model store, a quarter "
+                                  "of the memory, several times the one-stream speed; BENCHMARKS.md)")
     cache_salt: bool = Field(False, description="openai kind: send each request's tenant as vLLM's cache_salt "
                              "(vLLM >= 0.9, or turnout's engine server), so the server's prefix cache is not "
                              "shared across tenants")
@@ -133,6 +136,13 @@ class DeploymentConfig(_Strict):
     def _metrics_need_a_server(self) -> DeploymentConfig:
         if self.kind == "embedded" and self.metrics.url not in ("auto", "off"):
             raise ValueError("metrics: kind embedded runs in-process; its numbers are the gateway's own /metrics")
+        return self
+
+    @model_validator(mode="after")
+    def _weights_are_the_engines(self) -> DeploymentConfig:
+        if self.kind != "embedded" and self.weights != DEFAULT_WEIGHTS:
+            raise ValueError(f"weights: the embedded engine's format; a {self.kind} server loads its own weights "
+                             "(vLLM: --quantization / --dtype, passed through extra_args)")
         return self
 
     @property

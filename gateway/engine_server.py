@@ -8,17 +8,19 @@ here together: the engine package below never reaches up into the gateway to sta
 from __future__ import annotations
 
 import argparse
+from typing import get_args
 
-from engine.types import DEFAULT_PREFIX_CACHE_MB
+from engine.types import DEFAULT_PREFIX_CACHE_MB, DEFAULT_WEIGHTS, WeightFormat
 from gateway.config import DeploymentConfig, RoutingConfig, ServerConfig, TierConfig, TurnoutConfig
 from gateway.serve import run_server
 
 
 def engine_config(model: str, *, host: str = "127.0.0.1", port: int = 8001, max_batch_size: int = 8,
                   max_waiting: int = 64, prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
-                  threads: int | None = None) -> TurnoutConfig:
+                  threads: int | None = None, weights: WeightFormat = DEFAULT_WEIGHTS) -> TurnoutConfig:
     deployment = DeploymentConfig(kind="embedded", model=model, max_batch_size=max_batch_size,
-                                  max_waiting=max_waiting, prefix_cache_mb=prefix_cache_mb, threads=threads)
+                                  max_waiting=max_waiting, prefix_cache_mb=prefix_cache_mb, threads=threads,
+                                  weights=weights)
     return TurnoutConfig(server=ServerConfig(host=host, port=port),
                          tiers={"small": TierConfig(deployments=[deployment])},
                          routing=RoutingConfig(router="none"))
@@ -30,7 +32,8 @@ def serve(args: argparse.Namespace) -> int:
                            max_batch_size=getattr(args, "max_batch_size", 8),
                            max_waiting=getattr(args, "max_waiting", 64),
                            prefix_cache_mb=getattr(args, "prefix_cache_mb", DEFAULT_PREFIX_CACHE_MB),
-                           threads=getattr(args, "threads", None))
+                           threads=getattr(args, "threads", None),
+                           weights=getattr(args, "weights", DEFAULT_WEIGHTS))
     return run_server(config, log_level=getattr(args, "log_level", "info"))
 
 
@@ -48,4 +51,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          help="memory for reusable prompt KV, per tenant / cache_salt (0: off)")
     command.add_argument("--threads", type=int, default=None,
                          help="torch threads per step (default: all cores this process may use)")
+    command.add_argument("--weights", choices=get_args(WeightFormat), default=DEFAULT_WEIGHTS,
+                         help="weight format the engine computes on (int8: converted once in the model store)")
     command.set_defaults(func=serve)

@@ -15,12 +15,12 @@ from bench.spec.replay import Replayed
 from drafters import vocab
 from drafters.model import ModelDrafter
 from drafters.ngram import NgramDrafter
-from drafters.quantize import CALIBRATION_TEXT, input_maxima, smooth
 from engine.adaptive import AdaptiveK
 from engine.drafting import Draft, DraftContext
 from engine.engine import Engine
 from engine.loader import load_model
 from engine.sampling import make_generator, probabilities
+from engine.smoothquant import CALIBRATION_TEXT, input_maxima, smooth
 from engine.speculative import SpeculativeConfig
 from engine.store import resolve
 from engine.types import SamplingParams

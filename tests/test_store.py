@@ -172,7 +172,9 @@ def test_models_list_piped_shows_whole_rows_and_size_on_disk(smol_dir: Path) -> 
     row = next(line for line in listing.splitlines() if SMOL.name in line)
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
     on_disk = store.disk_usage(smol_dir)
-    assert cells == [SMOL.name, decimal(SMOL.size), decimal(on_disk), SMOL.source, "yes", str(smol_dir)]
+    in_memory = store.weights_in_memory(smol_dir)
+    assert cells == [SMOL.name, "fp32", decimal(SMOL.size), decimal(on_disk), decimal(in_memory), SMOL.source,
+                     "yes", str(smol_dir)]
     assert on_disk > SMOL.size  # float32 weights: the converted model is bigger than its Q4 download
     assert next(info for info in store.list_models() if info.name == SMOL.name).disk_size == on_disk
 

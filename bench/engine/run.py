@@ -2,6 +2,7 @@
 reference, and aggregate tok/s of 8 concurrent streams vs the same 8 run one after another.
 
     .venv/bin/python -m bench.engine.run [--models smollm2-135m-instruct ...] [--tokens 64] [--threads 1 0]
+                                         [--weights fp32 int8]
 
 `--threads 0` is the engine's default: every core the process may use while it is the only engine with work.
 """
@@ -42,9 +43,9 @@ def transformers_reference(engine: Engine, prompt: str, tokens: int) -> float:
         torch.set_num_threads(threads)
 
 
-async def bench_model(name: str, tokens: int, concurrency: int, threads: int) -> list[object]:
+async def bench_model(name: str, weights: str, tokens: int, concurrency: int, threads: int) -> list[object]:
     engine = Engine.load(name, max_batch_size=concurrency, speculative=None, prefix_cache_mb=0,  # batching alone
-                         threads=threads or None)
+                         threads=threads or None, weights=weights)
     params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
     try:
         await timed_generate(engine, "warm up", SamplingParams(max_tokens=4, temperature=0.0))
@@ -52,7 +53,7 @@ async def bench_model(name: str, tokens: int, concurrency: int, threads: int) ->
         start = time.perf_counter()
         together = await asyncio.gather(*(timed_generate(engine, p, params) for p in PROMPTS[:concurrency]))
         wall = time.perf_counter() - start
-        reference = transformers_reference(engine, PROMPTS[0], tokens)
+        reference = transformers_reference(engine, PROMPTS[0], tokens) if weights == "fp32" else None
     finally:
         engine.close()
     sequential_s = sum(t.total_s for t in single)
@@ -60,9 +61,10 @@ async def bench_model(name: str, tokens: int, concurrency: int, threads: int) ->
     concurrent_tps = sum(t.tokens for t in together) / wall
     return [
         name,
+        weights,
         threads or f"all ({CPU_SHARE.cores})",
         f"{sum(t.tokens_per_s for t in single) / len(single):.2f}",
-        f"{reference:.2f}",
+        f"{reference:.2f}" if reference is not None else "–",
         f"{median(t.ttft_s for t in single) * 1000:.0f}",
         f"{sequential_tps:.2f}",
         f"{concurrent_tps:.2f}",
@@ -77,11 +79,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--threads", type=int, nargs="+", default=[0], help="torch threads per step; 0: the default")
+    parser.add_argument("--weights", nargs="+", default=["fp32"], choices=["fp32", "int8"])
     args = parser.parse_args()
-    rows = [asyncio.run(bench_model(name, args.tokens, args.concurrency, threads))
-            for name in args.models for threads in args.threads]
+    rows = [asyncio.run(bench_model(name, weights, args.tokens, args.concurrency, threads))
+            for name in args.models for weights in args.weights for threads in args.threads]
     print(markdown_table(
-        ["model", "threads", "engine tok/s (1 stream)", "transformers generate tok/s", "TTFT p50 ms",
+        ["model", "weights", "threads", "engine tok/s (1 stream)", "transformers generate tok/s", "TTFT p50 ms",
          f"{args.concurrency} sequential tok/s", f"{args.concurrency} concurrent tok/s", "concurrency gain"],
         rows,
     ))

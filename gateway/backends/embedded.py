@@ -106,7 +106,7 @@ class EmbeddedBackend:
             self._engine = await asyncio.to_thread(
                 Engine.load, self.model, max_batch_size=d.max_batch_size, max_waiting=d.max_waiting,
                 speculative=d.speculative, drafters=build_drafter, prefix_cache_mb=d.prefix_cache_mb,
-                threads=d.threads, progress=True)  # first start pulls: show it
+                threads=d.threads, weights=d.weights, progress=True)  # first start pulls: show it
         except Exception as exc:
             self._load_error = f"{type(exc).__name__}: {exc}"
             raise
