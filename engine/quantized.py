@@ -26,7 +26,6 @@ from engine.stepwise_attention import STEPWISE
 
 WEIGHTS_FILE = "model-int8.safetensors"
 FORMAT_FILE = "turnout-weights.json"
-INT8_SUFFIXES = (".weight_int8", ".weight_scale")
 
 
 def is_int8_dir(location: str) -> bool:
@@ -84,6 +83,7 @@ def load_int8(location: str) -> PreTrainedModel:
     embedding = Int8Embedding(tensors[f"{embedding_name}.weight_int8"], tensors[f"{embedding_name}.weight_scale"])
     replace_module(model, embedding_name, embedding)
     head = _head(model)
+    quantized = {embedding_name}
     for name, module in list(model.named_modules()):
         if not isinstance(module, nn.Linear):
             continue
@@ -92,9 +92,8 @@ def load_int8(location: str) -> PreTrainedModel:
         else:
             replace_module(model, name, Int8Linear(tensors[f"{name}.weight_int8"], tensors[f"{name}.weight_scale"],
                                                    tensors.get(f"{name}.bias")))
-    rest = {name: tensor.clone() for name, tensor in tensors.items()
-            if not name.endswith(INT8_SUFFIXES) and not name.endswith(".bias")
-            or name.endswith(".bias") and f"{name.removesuffix('.bias')}.weight_int8" not in tensors}
+        quantized.add(name)
+    rest = {name: tensor.clone() for name, tensor in tensors.items() if name.rpartition(".")[0] not in quantized}
     del tensors
     model.load_state_dict(rest, strict=False, assign=True)
     _materialize_buffers(model, config)

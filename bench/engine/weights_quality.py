@@ -8,8 +8,9 @@ Per model and format, beside fp32:
   token (teacher forcing: one divergence does not count every later token as a miss), and the share of
   answers it reproduces exactly when it decodes on its own;
 - perplexity on held text: 50 ShareGPT assistant replies (up to 256 tokens each) after their question;
-- HumanEval pass@1: all 164 problems, greedy, through the engine as served (8 concurrent streams, chat
-  prompt and checker of `turnout router label --checker humaneval`, the answer cut at its code fence).
+- HumanEval pass@1: all 164 problems (`--humaneval N`: the first N), greedy, through the engine as served
+  (8 concurrent streams, chat prompt and checker of `turnout router label --checker humaneval`, the answer
+  cut at its code fence).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ async def humaneval_pass_at_1(engine: Engine, rows: list[dict[str, str]]) -> flo
     return sum(checker.score(row, text + FENCE_END) for row, text in zip(rows, texts, strict=True)) / len(rows)
 
 
-async def measure(name: str, weights: str, reference: list[list[int]] | None) -> dict[str, object]:
+async def measure(name: str, weights: str, reference: list[list[int]] | None, humaneval: int
+                  ) -> dict[str, object]:
     engine = Engine.load(name, weights=weights, max_batch_size=8, speculative=None, prefix_cache_mb=0,
                          progress=False)
     prompts = agreement_prompts()
@@ -112,7 +114,8 @@ async def measure(name: str, weights: str, reference: list[list[int]] | None) ->
         if reference is not None:
             result["agreement"] = teacher_forced_agreement(engine, prompts, reference)
             result["identical"] = sum(a == b for a, b in zip(own, reference, strict=True)) / len(own)
-        result["humaneval"] = await humaneval_pass_at_1(engine, humaneval_rows())
+        result["humaneval"] = await humaneval_pass_at_1(engine, humaneval_rows()[:humaneval])
+        result["humaneval_problems"] = min(humaneval, len(humaneval_rows()))
     finally:
         engine.close()
     return result
@@ -123,11 +126,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"])
     parser.add_argument("--formats", nargs="+", default=["int8"])
     parser.add_argument("--out", type=Path, default=None, help="also write the results (JSON lines) here")
+    parser.add_argument("--humaneval", type=int, default=164, help="the first N HumanEval problems")
     args = parser.parse_args()
     rows = []
     for name in args.models:
-        base = asyncio.run(measure(name, "fp32", None))
-        results = [base] + [asyncio.run(measure(name, weights, base["answers"])) for weights in args.formats]  # type: ignore[arg-type]
+        base = asyncio.run(measure(name, "fp32", None, args.humaneval))
+        results = [base] + [asyncio.run(measure(name, weights, base["answers"], args.humaneval))  # type: ignore[arg-type]
+                            for weights in args.formats]
         for result in results:
             print(json.dumps({k: v for k, v in result.items() if k != "answers"}), flush=True)
             if args.out:
@@ -135,9 +140,9 @@ def main() -> None:
                     out.write(json.dumps({k: v for k, v in result.items() if k != "answers"}) + "\n")
             rows.append([name, result["weights"], f"{result.get('agreement', 1.0):.3f}",
                          f"{result.get('identical', 1.0):.2f}", f"{result['perplexity']:.3f}",
-                         f"{result['humaneval']:.3f}"])
+                         f"{result['humaneval']:.3f} ({result['humaneval_problems']})"])
     print(markdown_table(["model", "weights", "greedy token agreement", "identical answers", "perplexity",
-                          "HumanEval pass@1"], rows))
+                          "HumanEval pass@1 (problems)"], rows))
 
 
 if __name__ == "__main__":

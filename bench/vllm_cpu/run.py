@@ -134,7 +134,8 @@ def gateway(config: str) -> Iterator[tuple[str, int]]:
 
 
 def pair_memory(weights: str) -> list[object]:
-    """The built-in config with every tier on `weights`: PSS once ready, then after two short requests (the router picks their tiers)."""
+    """The built-in config with every tier on `weights`: PSS once ready, then after two short requests
+    (the router picks their tiers)."""
     config = yaml.safe_load(resources.files("gateway").joinpath("default.yaml").read_text())
     for tier in config["tiers"].values():
         for entry in tier["deployments"]:
