@@ -57,7 +57,7 @@ def list_models(args: argparse.Namespace) -> int:
         table.add_column(column, no_wrap=True, justify="right" if column in sizes else "left")
     table.add_column("path", overflow="fold")
     for info in store.list_models():
-        table.add_row(info.name, info.weights, decimal(info.size), _size(info.disk_size), _size(info.memory),
+        table.add_row(info.name, info.weights, _size(info.size or None), _size(info.disk_size), _size(info.memory),
                       info.source, "yes" if info.pulled else "no", info.path if info.pulled else "")
     print_table(table)
     return 0

@@ -158,7 +158,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
 class ModelInfo:
     name: str
     description: str
-    size: int  # the download: the GGUF's bytes
+    size: int  # the download: the GGUF's bytes (0 for a conversion of a model already here)
     source: str
     pulled: bool
     path: str
@@ -561,7 +561,7 @@ def convert_weights(location: str, weights: str, *, pull: bool = True, progress:
             facts = convert_int8(location, build_dir)
             bar.update()
         return {"source": f"converted from {location}", "description": f"{key}, {weights} weights",
-                "size": disk_usage(build_dir), "weights": weights, "timings": timings, **facts}
+                "size": 0, "weights": weights, "timings": timings, **facts}
 
     return _build_once(name, fingerprint, build)
 

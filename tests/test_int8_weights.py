@@ -14,6 +14,7 @@ import openai
 import pytest
 import torch
 from conftest import running_gateway
+from test_speculative import PROMPTS  # prompts that n-gram drafting finds copies in, and two that it does not
 from torch import nn
 
 from drafters.ngram import NgramDrafter
@@ -26,12 +27,6 @@ from engine.types import Delta, SamplingParams
 
 MODEL = "smollm2-135m-instruct"
 GREEDY = SamplingParams(max_tokens=32, temperature=0.0)
-PROMPTS = [
-    "Repeat exactly: the quick brown fox jumps over the lazy dog, the quick brown fox jumps over the lazy dog.",
-    "Rename the variable x to count in: def f(x):\n    return x + x * 2\n",
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-]
 
 
 @pytest.fixture(scope="module")
