@@ -98,7 +98,8 @@ class DeploymentConfig(_Strict):
                                 "process's cores, shared among the engines with work")
     weights: WeightFormat = Field(DEFAULT_WEIGHTS, description="embedded: the weight format the engine "
                                   "computes on (fp32, or int8: converted once in the model store, a quarter "
-                                  "of the memory, several times the one-stream speed; BENCHMARKS.md)")
+                                  "of the memory, about twice the one-stream speed, -1.8 HumanEval points; "
+                                  "BENCHMARKS.md)")
     cache_salt: bool = Field(False, description="openai kind: send each request's tenant as vLLM's cache_salt "
                              "(vLLM >= 0.9, or turnout's engine server), so the server's prefix cache is not "
                              "shared across tenants")
