@@ -69,7 +69,12 @@ def _complete_items(text: str) -> list[dict]:
         items.append(item)
 
 
+def humaneval_problems() -> list[dict[str, str]]:
+    """The 164 HumanEval problems as packaged: `task_id`, `prompt`, `canonical_solution`, `test`, `entry_point`."""
+    lines = gzip.decompress(wheel_member(*HUMANEVAL)).decode().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def humaneval_code() -> list[str]:
     """HumanEval canonical solutions as complete functions (prompt + body)."""
-    lines = gzip.decompress(wheel_member(*HUMANEVAL)).decode().splitlines()
-    return [(p := json.loads(line))["prompt"] + p["canonical_solution"] for line in lines if line.strip()]
+    return [problem["prompt"] + problem["canonical_solution"] for problem in humaneval_problems()]

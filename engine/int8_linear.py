@@ -9,8 +9,8 @@ the CPU has them, weights prepacked in its blocked layout) accumulates in int32,
 output row is multiplied back by its row's scale: a row's output is bitwise the same alone, in a batch,
 or with drafts appended — the batch invariance the engine's speculative decoding relies on.
 
-Outliers in a few activation channels would crush the others' int8 resolution; SmoothQuant (drafters/
-quantize.py: per-channel scales folded into the preceding layer, exact in fp32) moves them into the
+Outliers in a few activation channels would crush the others' int8 resolution; SmoothQuant (engine/
+smoothquant.py: per-channel scales folded into the preceding layer, exact in fp32) moves them into the
 weights first, where per-output-channel scales absorb them.
 """
 

@@ -43,11 +43,13 @@ def convert_int8(source: str, out_dir: Path) -> dict[str, object]:
     if smoothed:
         calibration = tokenizer.encode(CALIBRATION_TEXT.read_text(), add_special_tokens=False)
         smooth(model, input_maxima(model, calibration))
+    head, tied = _head(model), _is_tied(model)
+    head_weight = f"{_name_of(model, head)}.weight" if head is not None else None
     tensors: dict[str, torch.Tensor] = {}
     quantized_names = set()
     embedding_name = _embedding_name(model)
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and not (_is_tied(model) and module is _head(model)):
+        if isinstance(module, nn.Linear) and not (tied and module is head):
             weight_int8, scale = quantize_weight(module.weight)
             tensors[f"{name}.weight_int8"], tensors[f"{name}.weight_scale"] = weight_int8, scale
             if module.bias is not None:
@@ -59,14 +61,14 @@ def convert_int8(source: str, out_dir: Path) -> dict[str, object]:
         quantize_weight(embedding_weight)
     quantized_names.add(embedding_name)
     for name, tensor in model.state_dict().items():
-        if name.rpartition(".")[0] not in quantized_names and not _is_head_weight(model, name):
+        if name.rpartition(".")[0] not in quantized_names and name != head_weight:
             tensors[name] = tensor.detach().float().contiguous()
     save_file(tensors, out_dir / WEIGHTS_FILE)
     model.config.save_pretrained(out_dir)
     if model.generation_config is not None:
         model.generation_config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    facts: dict[str, object] = {"weights": "int8", "smoothquant": smoothed, "tied_head": _is_tied(model),
+    facts: dict[str, object] = {"weights": "int8", "smoothquant": smoothed, "tied_head": tied,
                                 "embedding_bytes": embedding_weight.numel(), "quantized_layers": len(quantized_names)}
     (out_dir / FORMAT_FILE).write_text(json.dumps(facts, indent=2) + "\n")
     return facts
@@ -129,7 +131,3 @@ def _is_tied(model: PreTrainedModel) -> bool:
     head = _head(model)
     return head is not None and head.weight is model.get_input_embeddings().weight
 
-
-def _is_head_weight(model: PreTrainedModel, state_name: str) -> bool:
-    head = _head(model)
-    return head is not None and state_name == f"{_name_of(model, head)}.weight"

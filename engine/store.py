@@ -536,6 +536,8 @@ def convert_weights(location: str, weights: str, *, pull: bool = True, progress:
     `<model>-<weights>` (atomic, under the model's lock, like a pull) and reused after."""
     if weights not in WEIGHT_FORMATS:
         raise StoreError(f"unknown weight format {weights!r}; formats: {', '.join(WEIGHT_FORMATS)}")
+    if weights == "fp32":
+        raise StoreError(f"{location}: fp32 is the model as pulled; there is nothing to convert")
     source = Path(location)
     if source.parent == models_dir():
         key, identity = source.name, (read_manifest(source) or {}).get("sha256", "")

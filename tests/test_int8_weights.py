@@ -117,6 +117,8 @@ def test_interrupted_conversion_leaves_nothing_that_looks_complete(
         store.convert_weights(source, "int8", pull=False)
     with pytest.raises(store.StoreError, match="unknown weight format 'int4'"):
         store.convert_weights(source, "int4")
+    with pytest.raises(store.StoreError, match="nothing to convert"):
+        store.convert_weights(source, "fp32")
 
 
 async def test_engine_greedy_equals_transformers_generate_on_the_same_int8_weights(

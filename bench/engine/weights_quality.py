@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
 import math
 import random
@@ -25,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import markdown_table
-from bench.datasets import HUMANEVAL, mtbench_questions, sharegpt_conversations, sharegpt_prompts, wheel_member
+from bench.common import markdown_table, timed_generate
+from bench.datasets import humaneval_problems, mtbench_questions, sharegpt_conversations, sharegpt_prompts
 from engine.engine import Engine
 from engine.types import SamplingParams
 from gateway.outcome_checks import HumanEvalChecker
@@ -51,21 +50,13 @@ def held_text(count: int = 50) -> list[tuple[str, str]]:
     return random.Random(2).sample(pairs, count)
 
 
-def humaneval_rows() -> list[dict[str, str]]:
-    lines = gzip.decompress(wheel_member(*HUMANEVAL)).decode().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
 async def answers(engine: Engine, prompts: list[str], params: SamplingParams, concurrency: int = 8
                   ) -> list[list[int]]:
     gate = asyncio.Semaphore(concurrency)
 
     async def one(prompt: str) -> list[int]:
         async with gate:
-            ids: list[int] = []
-            async for delta in engine.generate(engine.encode_chat([{"role": "user", "content": prompt}]), params):
-                ids += delta.token_ids
-            return ids
+            return (await timed_generate(engine, prompt, params)).token_ids
 
     return list(await asyncio.gather(*(one(p) for p in prompts)))
 
@@ -114,8 +105,9 @@ async def measure(name: str, weights: str, reference: list[list[int]] | None, hu
         if reference is not None:
             result["agreement"] = teacher_forced_agreement(engine, prompts, reference)
             result["identical"] = sum(a == b for a, b in zip(own, reference, strict=True)) / len(own)
-        result["humaneval"] = await humaneval_pass_at_1(engine, humaneval_rows()[:humaneval])
-        result["humaneval_problems"] = min(humaneval, len(humaneval_rows()))
+        problems = humaneval_problems()[:humaneval]
+        result["humaneval"] = await humaneval_pass_at_1(engine, problems)
+        result["humaneval_problems"] = len(problems)
     finally:
         engine.close()
     return result
