@@ -3,8 +3,13 @@ int8 conversion of it (engine/quantized.py), which runs on the CPU."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import threading
+import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -43,7 +48,7 @@ def load_model(model_id: str, location: str, *, device: str | None = None,
         raise ValueError(f"{model_id}: int8 weights run on the CPU; use weights: fp32 on {target.type}")
     dtype = torch.float32 if target.type == "cpu" else torch.bfloat16
     with LOAD_LOCK:
-        tokenizer = AutoTokenizer.from_pretrained(location)
+        tokenizer = load_tokenizer(location)
         if int8:
             model = load_int8(location)
         else:
@@ -59,6 +64,55 @@ def load_model(model_id: str, location: str, *, device: str | None = None,
         context_length=min(getattr(model.config, "max_position_embeddings", max_context), max_context),
         device=target,
     )
+
+
+# The tokenizer files that define a tokenizer apart from its chat template (transformers' names).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "tokenizer.model")
+_TOKENIZERS: weakref.WeakValueDictionary[str, PreTrainedTokenizerBase] = weakref.WeakValueDictionary()
+
+
+def load_tokenizer(location: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of the model at `location`, sharing its backend with any loaded model whose tokenizer
+    files are the same bytes (both built-in Qwen tiers): a Qwen fast tokenizer holds ~95 MB, so the
+    default pair would otherwise carry two. The share is a shallow copy with this model's own chat
+    template (the two Qwen tiers' templates differ). Sharing is safe across the engines' threads because
+    the engine only encodes and decodes: it never sets truncation or padding, the backend's only
+    mutating calls."""
+    key = _tokenizer_key(location)
+    shared = _TOKENIZERS.get(key) if key is not None else None
+    if shared is None:
+        tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(location)
+        if key is not None:
+            _TOKENIZERS[key] = tokenizer
+        return tokenizer
+    tokenizer = copy.copy(shared)
+    tokenizer.chat_template = _chat_template(Path(location))
+    return tokenizer
+
+
+def _tokenizer_key(location: str) -> str | None:
+    """sha256 over a local model dir's tokenizer files (None for a hub id: nothing local to compare)."""
+    directory = Path(location)
+    if not directory.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        path = directory / name
+        if path.is_file():
+            digest.update(f"{name}\0{path.stat().st_size}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _chat_template(directory: Path) -> str | None:
+    """Where transformers reads a local dir's template from: chat_template.jinja, else the config's key."""
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = directory / "tokenizer_config.json"
+    template = json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
+    return template if isinstance(template, str) else None
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:

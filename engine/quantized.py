@@ -5,8 +5,9 @@ SmoothQuant scales into it (engine/smoothquant.py), quantize every linear layer 
 per output row, and save those int8 tensors with their scales, the remaining (norm) weights, the config
 and the tokenizer. Loading builds the model skeleton without allocating weights, installs
 `Int8Linear`/`Int8Embedding` modules from the file and copies the small tensors out of it, so no
-float32 weights and no mapped checkpoint stay resident: a tied output head is the embedding's own int8
-rows, packed once more for the matrix kernel.
+float32 weights and no mapped checkpoint stay resident. A model converted from a GGUF keeps the GGUF's own
+quantized blocks for its input embedding (engine/gguf_embedding.py); otherwise the embedding is int8 rows,
+which a tied output head reuses, packed once more for the matrix kernel.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from engine.gguf_embedding import GgufEmbedding, dequantize_rows, read_gguf_embedding
 from engine.int8_linear import Int8Embedding, Int8Linear, quantize_weight
 from engine.packed_linear import replace_module
 from engine.smoothquant import CALIBRATION_TEXT, SMOOTHABLE, input_maxima, smooth
@@ -33,9 +35,10 @@ def is_int8_dir(location: str) -> bool:
 
 
 @torch.inference_mode()
-def convert_int8(source: str, out_dir: Path) -> dict[str, object]:
+def convert_int8(source: str, out_dir: Path, *, gguf: Path | None = None) -> dict[str, object]:
     """Write the int8 form of the float model at `source` (a dir or repo id) into `out_dir`; return what
-    the store's manifest should say about it."""
+    the store's manifest should say about it. `gguf`: the file `source` was converted from, whose
+    embedding blocks are kept when they are exactly the float model's embedding."""
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     model.eval()  # type: ignore[no-untyped-call]  # transformers wraps Module.eval untyped
@@ -48,17 +51,21 @@ def convert_int8(source: str, out_dir: Path) -> dict[str, object]:
     tensors: dict[str, torch.Tensor] = {}
     quantized_names = set()
     embedding_name = _embedding_name(model)
+    embedding_weight = model.get_input_embeddings().weight
+    assert isinstance(embedding_weight, torch.Tensor)
+    kept = _gguf_blocks(gguf, embedding_weight) if gguf is not None else None
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and not (tied and module is head):
+        if isinstance(module, nn.Linear) and not (tied and module is head and kept is None):
             weight_int8, scale = quantize_weight(module.weight)
             tensors[f"{name}.weight_int8"], tensors[f"{name}.weight_scale"] = weight_int8, scale
             if module.bias is not None:
                 tensors[f"{name}.bias"] = module.bias.detach().float().contiguous()
             quantized_names.add(name)
-    embedding_weight = model.get_input_embeddings().weight
-    assert isinstance(embedding_weight, torch.Tensor)
-    tensors[f"{embedding_name}.weight_int8"], tensors[f"{embedding_name}.weight_scale"] = \
-        quantize_weight(embedding_weight)
+    if kept is not None:
+        tensors[f"{embedding_name}.gguf_blocks"] = kept[0]
+    else:
+        tensors[f"{embedding_name}.weight_int8"], tensors[f"{embedding_name}.weight_scale"] = \
+            quantize_weight(embedding_weight)
     quantized_names.add(embedding_name)
     for name, tensor in model.state_dict().items():
         if name.rpartition(".")[0] not in quantized_names and name != head_weight:
@@ -68,8 +75,11 @@ def convert_int8(source: str, out_dir: Path) -> dict[str, object]:
     if model.generation_config is not None:
         model.generation_config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    facts: dict[str, object] = {"weights": "int8", "smoothquant": smoothed, "tied_head": tied,
-                                "embedding_bytes": embedding_weight.numel(), "quantized_layers": len(quantized_names)}
+    facts: dict[str, object] = {
+        "weights": "int8", "smoothquant": smoothed, "tied_head": tied,
+        "embedding": "int8" if kept is None else kept[1],
+        "embedding_bytes": embedding_weight.numel() if kept is None else kept[0].numel(),
+        "quantized_layers": len(quantized_names)}
     (out_dir / FORMAT_FILE).write_text(json.dumps(facts, indent=2) + "\n")
     return facts
 
@@ -82,7 +92,12 @@ def load_int8(location: str) -> PreTrainedModel:
             config, dtype=torch.float32, attn_implementation=STEPWISE)
     tensors = load_file(Path(location) / WEIGHTS_FILE)
     embedding_name = _embedding_name(model)
-    embedding = Int8Embedding(tensors[f"{embedding_name}.weight_int8"], tensors[f"{embedding_name}.weight_scale"])
+    embedding: Int8Embedding | GgufEmbedding
+    if f"{embedding_name}.gguf_blocks" in tensors:
+        facts = json.loads((Path(location) / FORMAT_FILE).read_text())
+        embedding = GgufEmbedding(tensors[f"{embedding_name}.gguf_blocks"], facts["embedding"])
+    else:
+        embedding = Int8Embedding(tensors[f"{embedding_name}.weight_int8"], tensors[f"{embedding_name}.weight_scale"])
     replace_module(model, embedding_name, embedding)
     head = _head(model)
     quantized = {embedding_name}
@@ -90,6 +105,7 @@ def load_int8(location: str) -> PreTrainedModel:
         if not isinstance(module, nn.Linear):
             continue
         if module is head and f"{name}.weight_int8" not in tensors:  # tied: the embedding's rows
+            assert isinstance(embedding, Int8Embedding)
             replace_module(model, name, Int8Linear(embedding.weight_int8, embedding.weight_scale, None))
         else:
             replace_module(model, name, Int8Linear(tensors[f"{name}.weight_int8"], tensors[f"{name}.weight_scale"],
@@ -104,6 +120,20 @@ def load_int8(location: str) -> PreTrainedModel:
         raise ValueError(f"{location}: int8 checkpoint has no values for {', '.join(left[:5])}")
     model.eval()  # type: ignore[no-untyped-call]  # transformers wraps Module.eval untyped
     return model
+
+
+def _gguf_blocks(gguf: Path, embedding_weight: torch.Tensor) -> tuple[torch.Tensor, str] | None:
+    """The GGUF's embedding blocks, if they dequantize to exactly the float model's embedding (they do when
+    the float model is the store's conversion of that file; a check, not an assumption)."""
+    found = read_gguf_embedding(str(gguf))
+    if found is None or found[0].shape[0] != embedding_weight.shape[0]:
+        return None
+    blocks, quant_type = found
+    for start in range(0, blocks.shape[0], 4096):
+        rows = slice(start, start + 4096)
+        if not torch.equal(dequantize_rows(blocks[rows], quant_type), embedding_weight[rows]):
+            return None
+    return found
 
 
 def _materialize_buffers(model: PreTrainedModel, config: object) -> None:

@@ -43,7 +43,7 @@ from engine.types import WeightFormat
 
 MANIFEST = "turnout-model.json"
 WEIGHT_FORMATS: tuple[str, ...] = get_args(WeightFormat)
-WEIGHT_FORMAT_VERSION = 1  # bump when a format's conversion changes, so stale conversions are rebuilt
+WEIGHT_FORMAT_VERSION = 2  # bump when a format's conversion changes, so stale conversions are rebuilt
 _CHUNK = 8 * 1024 * 1024
 _PIP_ERROR_LINES = 6
 _HF_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -558,14 +558,38 @@ def convert_weights(location: str, weights: str, *, pull: bool = True, progress:
         from engine.quantized import convert_int8
 
         timings: dict[str, float] = {}
+        with _timed(timings, "gguf_s"):
+            gguf = _source_gguf(source, build_dir / "gguf", progress=progress)
         with _stderr_silenced(not progress), tqdm(total=1, desc=f"convert {key} to {weights}", unit="model",
                                                   disable=not progress) as bar, _timed(timings, "convert_s"):
-            facts = convert_int8(location, build_dir)
+            facts = convert_int8(location, build_dir, gguf=gguf)
             bar.update()
+        shutil.rmtree(build_dir / "gguf", ignore_errors=True)
         return {"source": f"converted from {location}", "description": f"{key}, {weights} weights",
                 "size": 0, "weights": weights, "timings": timings, **facts}
 
     return _build_once(name, fingerprint, build)
+
+
+def _source_gguf(source: Path, workdir: Path, *, progress: bool) -> Path | None:
+    """The GGUF a store model was converted from, for a format that keeps some of its blocks: a built-in's
+    exported copy (`export_gguf`) when there is one, else fetched again and verified into `workdir` (the
+    pull deleted it); a user's .gguf if it is still there unchanged; None for anything else."""
+    if source.parent != models_dir():
+        return None
+    manifest = read_manifest(source) or {}
+    spec = BUILTIN_MODELS.get(source.name)
+    if spec is not None and manifest.get("sha256") == spec.sha256:
+        exported = gguf_dir() / f"{spec.name}.gguf"
+        if exported.is_file() and exported.stat().st_size == spec.size and sha256_file(exported) == spec.sha256:
+            return exported
+        return fetch_gguf(spec, workdir, progress=progress)
+    origin = str(manifest.get("source", ""))
+    if origin.startswith("file: "):
+        path = Path(origin.removeprefix("file: "))
+        if path.is_file() and sha256_file(path) == manifest.get("sha256"):
+            return path
+    return None
 
 
 def _resolve_float(name_or_path: str, *, pull: bool, progress: bool) -> str:
@@ -613,10 +637,11 @@ def list_models() -> list[ModelInfo]:
 
 def weights_in_memory(path: Path) -> int:
     """What a model dir's weights take once loaded: its safetensors files (the engine copies them out
-    of the file), and a tied int8 head once more (the head is the embedding's rows, packed again)."""
+    of the file), and a tied int8 head once more when it is the embedding's int8 rows, packed again (an
+    embedding kept in GGUF blocks leaves the head rows of its own, in the file)."""
     size = sum(file.stat().st_size for file in path.glob("*.safetensors"))
     manifest = read_manifest(path) or {}
-    if manifest.get("tied_head"):
+    if manifest.get("tied_head") and manifest.get("embedding", "int8") == "int8":
         size += int(manifest.get("embedding_bytes", 0))
     return size
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+from engine import loader, store
 from engine.cpu_share import CPU_SHARE, CpuShare
 from engine.detok import IncrementalDetokenizer, StopStringFilter
 from engine.engine import Engine
@@ -207,3 +211,24 @@ async def test_engines_share_the_cores_and_outputs_ignore_the_thread_count(engin
         engine.scheduler.cpu = CPU_SHARE
         other.close()
     assert shared == alone == one_thread
+
+
+def test_models_with_the_same_tokenizer_files_share_one_backend_and_keep_their_own_templates(tmp_path):
+    """Both built-in Qwen tiers ship the same tokenizer files and slightly different chat templates."""
+    source = Path(store.resolve("smollm2-135m-instruct", progress=False))
+    first, second, other = tmp_path / "first", tmp_path / "second", tmp_path / "other"
+    for directory in (first, second, other):
+        directory.mkdir()
+        for name in (*loader.TOKENIZER_FILES, "chat_template.jinja"):
+            if (source / name).is_file():
+                shutil.copy(source / name, directory / name)
+    template = (source / "chat_template.jinja").read_text()
+    (second / "chat_template.jinja").write_text("{{ 'second: ' }}" + template)
+    config = json.loads((other / "tokenizer_config.json").read_text())
+    (other / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 77}))
+    a, b, c = (loader.load_tokenizer(str(d)) for d in (first, second, other))
+    assert a._tokenizer is b._tokenizer and c._tokenizer is not a._tokenizer
+    messages = [{"role": "user", "content": "hi"}]
+    rendered = [t.apply_chat_template(messages, tokenize=False) for t in (a, b)]
+    assert rendered[1] == "second: " + rendered[0]
+    assert a.encode("shared backend") == b.encode("shared backend")

@@ -14,12 +14,14 @@ import openai
 import pytest
 import torch
 from conftest import running_gateway
+from safetensors.torch import load_file
 from test_speculative import PROMPTS  # prompts that n-gram drafting finds copies in, and two that it does not
 from torch import nn
 
 from drafters.ngram import NgramDrafter
 from engine import quantized, store
 from engine.engine import Engine
+from engine.gguf_embedding import GgufEmbedding
 from engine.int8_linear import Int8Embedding, Int8Linear
 from engine.loader import load_model
 from engine.speculative import SpeculativeConfig
@@ -104,7 +106,7 @@ def test_interrupted_conversion_leaves_nothing_that_looks_complete(
     source = store.resolve(MODEL, progress=False)  # a dir outside the home below: keyed by its path
     monkeypatch.setenv("TURNOUT_HOME", str(tmp_path / "home"))
 
-    def interrupted(location: str, out_dir: Path) -> dict[str, object]:
+    def interrupted(location: str, out_dir: Path, **_: object) -> dict[str, object]:
         (out_dir / quantized.WEIGHTS_FILE).write_bytes(b"half a file")
         raise KeyboardInterrupt
 
@@ -162,6 +164,33 @@ def test_int8_weights_run_on_the_cpu_only(int8_dir: Path) -> None:
 def test_the_conversion_records_what_it_did(int8_dir: Path) -> None:
     facts = json.loads((int8_dir / quantized.FORMAT_FILE).read_text())
     assert facts["weights"] == "int8" and facts["quantized_layers"] > 0
+
+
+def test_a_model_from_a_gguf_keeps_the_gguf_embedding_blocks_exactly(int8_dir: Path) -> None:
+    """SmolLM2's GGUF stores its (tied) embedding as Q8_0: the int8 model looks rows up in those very
+    blocks, so its embedding is bitwise the float model's, and the head has int8 rows of its own."""
+    facts = json.loads((int8_dir / quantized.FORMAT_FILE).read_text())
+    assert facts["embedding"] == "Q8_0" and facts["tied_head"]
+    model = load_model(MODEL, str(int8_dir)).model
+    embedding = model.get_input_embeddings()
+    assert isinstance(embedding, GgufEmbedding) and isinstance(model.get_output_embeddings(), Int8Linear)
+    float_embedding = load_model(MODEL, store.resolve(MODEL, progress=False)).model.get_input_embeddings()
+    ids = torch.tensor([[0, 1, 2, 500], [49151, 7, 7, 30000]])
+    assert torch.equal(embedding(ids), float_embedding(ids))
+
+
+def test_a_model_without_a_gguf_keeps_int8_embedding_rows_shared_with_a_tied_head(tmp_path: Path) -> None:
+    source = store.resolve(MODEL, progress=False)
+    facts = quantized.convert_int8(source, tmp_path)  # no GGUF given: a model dir or hub repo
+    assert facts["embedding"] == "int8" and facts["tied_head"]
+    model = quantized.load_int8(str(tmp_path))
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    assert isinstance(embedding, Int8Embedding) and isinstance(head, Int8Linear)
+    stored = load_file(tmp_path / quantized.WEIGHTS_FILE)
+    assert not [name for name in stored if name.startswith("lm_head")]  # the head is the embedding's rows
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.inference_mode():
+        assert model(ids).logits.shape == (1, 3, model.config.vocab_size)
 
 
 @pytest.mark.parametrize("weights", ["fp32", "int8"])

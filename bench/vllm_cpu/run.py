@@ -183,7 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--prompts", type=int, default=2, help="one-stream prompts per workload")
-    parser.add_argument("--seats", nargs="+", choices=SEATS, default=SEATS)
+    parser.add_argument("--seats", nargs="*", choices=SEATS, default=SEATS, help="none: only --pair-memory")
     parser.add_argument("--latency-requests", type=int, default=20)
     parser.add_argument("--pair-memory", nargs="*", choices=["fp32", "int8"], default=[],
                         help="weight formats to measure the built-in config's resident memory on")
